@@ -1,0 +1,51 @@
+"""Wires a message bus: the database, the policies and whatever ports the caller supplies."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import Engine
+
+from dispatch.domain.policy import ServicePolicy
+from dispatch.handlers import HANDLERS
+from dispatch.messagebus import MessageBus
+from dispatch.ports import Clock, SmsGrammar, SmsSender, SmsTemplates
+from dispatch.unit_of_work import UnitOfWork, session_factory
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class _NoSms:
+    """For processes that never send SMS themselves (the API): a call here is a bug."""
+
+    name = "none"
+
+    def send(self, to: str, body: str, *, validity_period: int | None = None) -> Any:
+        raise RuntimeError("this process does not send SMS")
+
+
+def _no_templates(kind: str, params: Mapping[str, Any], lang: str = "ko") -> str:
+    raise RuntimeError("this process does not render SMS")
+
+
+def _no_grammar(text: str) -> Any:
+    raise RuntimeError("this process does not read SMS")
+
+
+def bootstrap(engine: Engine, policies: Mapping[str, ServicePolicy], *,
+              sms: SmsSender | None = None, templates: SmsTemplates | None = None,
+              grammar: SmsGrammar | None = None,
+              clock: Clock = utcnow, dispatcher_phone: str | None = None) -> MessageBus:
+    sessions = session_factory(engine)
+    return MessageBus(
+        uow_factory=lambda: UnitOfWork(sessions),
+        handlers=HANDLERS,
+        dependencies={"clock": clock, "policies": policies, "sms": sms or _NoSms(),
+                      "templates": templates or _no_templates,
+                      "grammar": grammar or _no_grammar,
+                      "dispatcher_phone": dispatcher_phone},
+    )

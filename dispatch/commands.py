@@ -1,0 +1,117 @@
+"""Commands: what someone asks dispatch to do. One handler each (dispatch/handlers.py)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from typing import Any
+
+
+class Command:
+    pass
+
+
+@dataclass(frozen=True)
+class RegisterCarer(Command):
+    name: str
+    phone: str
+    districts: list[str]
+    skills: list[str]
+    home_lat: float | None = None
+    home_lon: float | None = None
+    center_id: str | None = None
+    lang: str = "ko"
+
+
+@dataclass(frozen=True)
+class SetDuty(Command):
+    carer_id: str
+    on_duty: bool
+    actor: str = "dispatcher"
+
+
+@dataclass(frozen=True)
+class ChildDetails:
+    name: str
+    birth_date: date
+    disability: bool = False
+
+
+@dataclass(frozen=True)
+class RegisterFamily(Command):
+    guardian_name: str
+    guardian_phone: str
+    district: str
+    children: list[ChildDetails]
+    consent_child_data: bool
+    consent_health_data: bool = False
+    address: str | None = None
+    pickup_guardians: list[str] = field(default_factory=list)
+    lang: str = "ko"
+
+
+@dataclass(frozen=True)
+class SubmitRequest(Command):
+    service: str
+    family_id: str
+    child_id: str
+    start: datetime
+    end: datetime
+    location: dict[str, Any]
+    notes: str | None = None
+    idempotency_key: str | None = None
+    created_by: str | None = None
+    channel: str = "api"
+
+
+@dataclass(frozen=True)
+class StartMatching(Command):
+    """A request was received: find carers and send offers (from the worker)."""
+
+    request_id: str
+    event_id: str
+
+
+@dataclass(frozen=True)
+class ReceiveSms(Command):
+    """Twilio posted an inbound SMS: store it, then let the worker interpret it."""
+
+    message_sid: str
+    from_phone: str
+    to_phone: str
+    body: str
+
+
+@dataclass(frozen=True)
+class HandleInboundSms(Command):
+    """Interpret a stored inbound SMS (from the worker)."""
+
+    inbound_id: str
+    event_id: str
+
+
+@dataclass(frozen=True)
+class DeliverNotification(Command):
+    notification_id: str
+
+
+@dataclass(frozen=True)
+class CancelRequest(Command):
+    request_id: str
+    reason: str
+    actor: str = "dispatcher"
+
+
+@dataclass(frozen=True)
+class AssignCarer(Command):
+    """A dispatcher's override: put this carer on the request."""
+
+    request_id: str
+    carer_id: str
+    dispatcher: str
+
+
+@dataclass(frozen=True)
+class CreateToken(Command):
+    name: str
+    role: str

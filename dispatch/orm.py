@@ -1,0 +1,275 @@
+"""Tables, and the imperative mapping of the domain classes onto them.
+
+Invariants that must never break are constraints here, not only checks in code:
+one active assignment per request, one open request per job code, one SMS per
+(event, recipient, kind), one inbound row per Twilio MessageSid. "No carer in two
+overlapping assignments" is a trigger on SQLite and an exclusion constraint on
+PostgreSQL (see the migration).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Column,
+    Date,
+    DateTime,
+    Dialect,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+    text,
+)
+from sqlalchemy.orm import registry, relationship
+from sqlalchemy.types import TypeDecorator
+
+from dispatch.domain import model
+from dispatch import records
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Aware UTC datetimes on every backend (SQLite keeps no offset of its own)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to the database")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+metadata = MetaData(naming_convention={
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+})
+
+ID = String(32)
+
+carers = Table(
+    "carers", metadata,
+    Column("id", ID, primary_key=True),
+    Column("name", String(100), nullable=False),
+    Column("phone", String(20), nullable=False, unique=True),
+    Column("districts", JSON, nullable=False),
+    Column("skills", JSON, nullable=False),
+    Column("home_lat", Float),
+    Column("home_lon", Float),
+    Column("center_id", String(50)),
+    Column("lang", String(5), nullable=False, server_default="ko"),
+    Column("on_duty", Boolean, nullable=False, server_default=text("false")),
+    Column("opted_out", Boolean, nullable=False, server_default=text("false")),
+    Column("rating", Float, nullable=False, server_default="0"),
+    Column("created_at", UTCDateTime, nullable=False),
+    Index("ix_carers_on_duty", "on_duty"),
+)
+
+families = Table(
+    "families", metadata,
+    Column("id", ID, primary_key=True),
+    Column("guardian_name", String(100), nullable=False),
+    Column("guardian_phone", String(20), nullable=False, index=True),
+    Column("district", String(10), nullable=False),
+    Column("address", Text),
+    Column("pickup_guardians", JSON, nullable=False),
+    Column("consent_child_data", Boolean, nullable=False),
+    Column("consent_health_data", Boolean, nullable=False),
+    Column("consent_at", UTCDateTime),
+    Column("lang", String(5), nullable=False, server_default="ko"),
+    Column("opted_out", Boolean, nullable=False, server_default=text("false")),
+)
+
+children = Table(
+    "children", metadata,
+    Column("id", ID, primary_key=True),
+    Column("family_id", ID, ForeignKey("families.id", ondelete="CASCADE"), nullable=False,
+           index=True),
+    Column("name", String(100), nullable=False),
+    Column("birth_date", Date, nullable=False),
+    Column("disability", Boolean, nullable=False, server_default=text("false")),
+)
+
+requests = Table(
+    "requests", metadata,
+    Column("id", ID, primary_key=True),
+    Column("code", String(4), nullable=False),
+    # The code while the request is open, NULL after: unique among open requests.
+    Column("open_code", String(4), unique=True),
+    Column("service", String(40), nullable=False),
+    Column("family_id", ID, ForeignKey("families.id"), nullable=False, index=True),
+    Column("child_id", ID, ForeignKey("children.id"), nullable=False),
+    Column("start", UTCDateTime, nullable=False),
+    Column("end", UTCDateTime, nullable=False),
+    Column("location", JSON, nullable=False),
+    Column("notes", Text),
+    Column("status", String(20), nullable=False, index=True),
+    Column("carer_id", ID, ForeignKey("carers.id")),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+    Column("idempotency_key", String(200), unique=True),
+    Column("created_by", ID),
+    Column("channel", String(10), nullable=False, server_default="api"),
+)
+
+offers = Table(
+    "offers", metadata,
+    Column("id", ID, primary_key=True),
+    Column("request_id", ID, ForeignKey("requests.id"), nullable=False, index=True),
+    Column("carer_id", ID, ForeignKey("carers.id"), nullable=False),
+    Column("status", String(20), nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("expires_at", UTCDateTime, nullable=False),
+    Column("answered_at", UTCDateTime),
+    UniqueConstraint("request_id", "carer_id", name="uq_offers_request_carer"),
+    Index("ix_offers_carer_status", "carer_id", "status"),
+)
+
+assignments = Table(
+    "assignments", metadata,
+    Column("id", ID, primary_key=True),
+    Column("request_id", ID, ForeignKey("requests.id"), nullable=False),
+    Column("carer_id", ID, ForeignKey("carers.id"), nullable=False),
+    Column("start", UTCDateTime, nullable=False),
+    Column("end", UTCDateTime, nullable=False),
+    Column("active", Boolean, nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Index("uq_assignments_active_request", "request_id", unique=True,
+          sqlite_where=text("active"), postgresql_where=text("active")),
+    Index("ix_assignments_carer_window", "carer_id", "start", "end"),
+)
+
+timeline = Table(
+    "timeline", metadata,
+    Column("id", ID, primary_key=True),
+    Column("seq", Integer, nullable=False, server_default="0"),
+    Column("request_id", ID, ForeignKey("requests.id"), nullable=False, index=True),
+    Column("at", UTCDateTime, nullable=False),
+    Column("type", String(40), nullable=False),
+    Column("actor", String(20), nullable=False),
+    Column("detail", JSON, nullable=False),
+)
+
+notifications = Table(
+    "notifications", metadata,
+    Column("id", ID, primary_key=True),
+    Column("event_id", String(80), nullable=False),
+    Column("recipient", String(20), nullable=False),
+    Column("kind", String(40), nullable=False),
+    Column("params", JSON, nullable=False),
+    Column("lang", String(5), nullable=False),
+    Column("request_id", ID, index=True),
+    Column("validity_s", Integer),
+    Column("status", String(20), nullable=False),
+    Column("attempts", Integer, nullable=False, server_default="0"),
+    Column("gateway", String(20)),
+    Column("sid", String(64), unique=True),
+    Column("body", Text),
+    Column("error_code", Integer),
+    Column("error", Text),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("sent_at", UTCDateTime),
+    UniqueConstraint("event_id", "recipient", "kind", name="uq_notifications_event_recipient_kind"),
+)
+
+inbound_sms = Table(
+    "inbound_sms", metadata,
+    Column("id", ID, primary_key=True),
+    Column("message_sid", String(64), nullable=False, unique=True),
+    Column("from_phone", String(20), nullable=False, index=True),
+    Column("to_phone", String(20), nullable=False),
+    Column("body", Text, nullable=False),
+    Column("received_at", UTCDateTime, nullable=False),
+    Column("request_id", ID, index=True),
+    Column("sender_kind", String(10)),
+    Column("verb", String(20)),
+    Column("outcome", String(40)),
+    Column("handled_at", UTCDateTime),
+)
+
+outbox = Table(
+    "outbox", metadata,
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True,
+           autoincrement=True),
+    Column("event_id", String(32), nullable=False, unique=True),
+    Column("topic", String(100), nullable=False),
+    Column("key", String(100), nullable=False),
+    Column("type", String(60), nullable=False),
+    Column("body", LargeBinary, nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("published_at", UTCDateTime),
+    Index("ix_outbox_unpublished", "id", sqlite_where=text("published_at IS NULL"),
+          postgresql_where=text("published_at IS NULL")),
+)
+
+processed_messages = Table(
+    "processed_messages", metadata,
+    Column("event_id", String(32), primary_key=True),
+    Column("consumer", String(60), primary_key=True),
+    Column("processed_at", UTCDateTime, nullable=False),
+)
+
+api_tokens = Table(
+    "api_tokens", metadata,
+    Column("id", ID, primary_key=True),
+    Column("name", String(100), nullable=False),
+    Column("role", String(20), nullable=False),
+    Column("token_hash", String(64), nullable=False, unique=True),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("revoked", Boolean, nullable=False, server_default=text("false")),
+)
+
+mapper_registry = registry(metadata=metadata)
+_mapped = False
+
+
+def start_mappers() -> None:
+    """Map domain classes onto tables once per process."""
+    global _mapped
+    if _mapped:
+        return
+    _mapped = True
+    m = mapper_registry.map_imperatively
+    m(model.Carer, carers)
+    m(model.Child, children)
+    m(model.Family, families, properties={
+        "children": relationship(model.Child, cascade="all, delete-orphan",
+                                 order_by=children.c.name),
+    })
+    m(model.Offer, offers)
+    m(model.Assignment, assignments)
+    m(model.TimelineEntry, timeline)
+    m(model.Request, requests, properties={
+        "offers": relationship(model.Offer, cascade="all", order_by=offers.c.created_at),
+        "assignments": relationship(model.Assignment, cascade="all"),
+        "timeline": relationship(model.TimelineEntry, cascade="all",
+                                 order_by=(timeline.c.at, timeline.c.seq)),
+    })
+    m(records.Notification, notifications)
+    m(records.InboundSms, inbound_sms)
+    m(records.OutboxMessage, outbox)
+    m(records.ProcessedMessage, processed_messages)
+    m(records.ApiToken, api_tokens)
+
+

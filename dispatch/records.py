@@ -1,0 +1,96 @@
+"""Records that are not domain aggregates: SMS in and out, the outbox, the inbox, API tokens."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from dispatch.domain.model import new_id
+
+
+class NotificationStatus(StrEnum):
+    PENDING = "pending"      # row written, not yet handed to the gateway
+    SENDING = "sending"      # handed over; if we crash now the outcome is unknown: never resend blindly
+    SENT = "sent"            # the gateway took it (Twilio "queued"/"sent")
+    DELIVERED = "delivered"
+    FAILED = "failed"
+    SKIPPED = "skipped"      # e.g. the recipient opted out
+
+
+class Notification:
+    """One SMS we intend to send: unique per (source event, recipient, kind)."""
+
+    def __init__(self, *, event_id: str, recipient: str, kind: str, params: dict[str, Any],
+                 created_at: datetime, lang: str = "ko", request_id: str | None = None,
+                 validity_s: int | None = None, id: str | None = None) -> None:
+        self.id = id or new_id()
+        self.event_id = event_id
+        self.recipient = recipient
+        self.kind = kind
+        self.params = dict(params)
+        self.lang = lang
+        self.request_id = request_id
+        self.validity_s = validity_s
+        self.created_at = created_at
+        self.status = NotificationStatus.PENDING
+        self.attempts = 0
+        self.gateway: str | None = None
+        self.sid: str | None = None
+        self.body: str | None = None
+        self.error_code: int | None = None
+        self.error: str | None = None
+        self.sent_at: datetime | None = None
+
+
+class InboundSms:
+    """Every SMS that reached us, stored before anything is done with it."""
+
+    def __init__(self, *, message_sid: str, from_phone: str, to_phone: str, body: str,
+                 received_at: datetime, id: str | None = None) -> None:
+        self.id = id or new_id()
+        self.message_sid = message_sid
+        self.from_phone = from_phone
+        self.to_phone = to_phone
+        self.body = body
+        self.received_at = received_at
+        self.request_id: str | None = None
+        self.sender_kind: str | None = None  # carer | parent | unknown
+        self.verb: str | None = None
+        self.outcome: str | None = None
+        self.handled_at: datetime | None = None
+
+
+class OutboxMessage:
+    """A message written in the same transaction as the state change it announces."""
+
+    def __init__(self, *, event_id: str, topic: str, key: str, type: str, body: bytes,
+                 created_at: datetime) -> None:
+        self.id: int | None = None
+        self.event_id = event_id
+        self.topic = topic
+        self.key = key
+        self.type = type
+        self.body = body
+        self.created_at = created_at
+        self.published_at: datetime | None = None
+
+
+class ProcessedMessage:
+    """Inbox: an `event_id` a consumer has already applied."""
+
+    def __init__(self, *, event_id: str, consumer: str, processed_at: datetime) -> None:
+        self.event_id = event_id
+        self.consumer = consumer
+        self.processed_at = processed_at
+
+
+class ApiToken:
+    def __init__(self, *, name: str, role: str, token_hash: str, created_at: datetime,
+                 id: str | None = None) -> None:
+        self.id = id or new_id()
+        self.name = name
+        self.role = role
+        self.token_hash = token_hash
+        self.created_at = created_at
+        self.revoked = False
