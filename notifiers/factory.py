@@ -1,0 +1,21 @@
+"""Picks the SMS gateway from the settings: Twilio with credentials, the console without."""
+
+from __future__ import annotations
+
+from notifiers.console import ConsoleGateway
+from notifiers.gateway import SmsGateway
+from schemas.config import Settings
+
+
+def gateway_from_settings(settings: Settings) -> SmsGateway:
+    if not settings.twilio_enabled:
+        return ConsoleGateway()
+    from notifiers.twilio_gateway import TwilioGateway
+
+    assert settings.twilio_account_sid and settings.twilio_auth_token
+    return TwilioGateway(
+        settings.twilio_account_sid, settings.twilio_auth_token,
+        from_number=settings.twilio_from_number,
+        messaging_service_sid=settings.twilio_messaging_service_sid,
+        api_base_url=settings.twilio_api_base_url,
+        status_callback_url=settings.public_url.rstrip("/") + "/webhooks/twilio/status")
