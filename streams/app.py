@@ -1,0 +1,114 @@
+"""The Faust worker: agents that decode a message and hand a command to the bus.
+
+Agents stay thin. All state lives in the database; Kafka offsets are committed after the
+handler's transaction (at_least_once), and handlers dedupe on `event_id`, so a crash
+between the two replays a message that then changes nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import faust
+from sqlalchemy.exc import OperationalError
+from pydantic import ValidationError
+
+from dispatch import commands as c
+from dispatch.bootstrap import bootstrap
+from dispatch.db import make_engine
+from dispatch.domain.policy import load_policies
+from dispatch.messagebus import MessageBus
+from notifiers import grammar, templates
+from notifiers.factory import gateway_from_settings
+from schemas import topics
+from schemas.config import Settings
+from schemas.envelope import Envelope
+from streams.transport import DolbomApp
+
+log = logging.getLogger("dolbom.worker")
+
+RETRY_MAX_S = 30.0
+
+
+def create_app(settings: Settings, bus: MessageBus | None = None) -> faust.App:
+    if bus is None:
+        bus = bootstrap(make_engine(settings.database_url),
+                        load_policies(settings.policy_dir),
+                        sms=gateway_from_settings(settings), templates=templates.render,
+                        grammar=grammar.parse,
+                        dispatcher_phone=settings.dispatcher_phone)
+    assert settings.kafka_bootstrap, "the worker needs DOLBOM_KAFKA_BOOTSTRAP"
+    app = DolbomApp(
+        settings.worker_id,
+        broker=",".join(f"kafka://{h}" for h in settings.kafka_bootstrap.split(",")),
+        fetch_wait_ms=settings.kafka_fetch_wait_ms,
+        processing_guarantee="at_least_once",
+        broker_rebalance_timeout=settings.kafka_rebalance_timeout_s,
+        broker_session_timeout=settings.kafka_session_timeout_s,
+        broker_heartbeat_interval=settings.kafka_session_timeout_s / 3,
+        consumer_auto_offset_reset="earliest",
+        topic_allow_declare=False,
+        topic_disable_leader=True,
+        web_enabled=False,
+        store="memory://",
+        producer_acks=-1,
+        broker_commit_every=1,
+        broker_commit_interval=0.5,
+    )
+
+    def raw_topic(topic: topics.Topic) -> Any:
+        return app.topic(topic.name, value_type=bytes, value_serializer="raw",
+                         key_serializer="raw", partitions=topic.partitions)
+
+    async def apply(envelope: Envelope, command: c.Command) -> None:
+        """Run the handler off the event loop; wait out a database outage, never skip it."""
+        delay = 0.1
+        while True:
+            try:
+                await asyncio.to_thread(bus.handle, command)
+                return
+            except OperationalError as exc:
+                log.warning("database unavailable for %s (%s); retrying in %.1fs",
+                            envelope.type, type(exc.orig).__name__, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, RETRY_MAX_S)
+
+    def decode(raw: bytes) -> Envelope | None:
+        try:
+            return Envelope.from_bytes(raw)
+        except (ValidationError, ValueError):
+            log.error("undecodable message skipped (%d bytes)", len(raw))
+            return None
+
+    def agent(topic: topics.Topic, to_command: Callable[[Envelope], c.Command | None]) -> None:
+        async def process(stream: AsyncIterator[bytes]) -> None:
+            async for raw in stream:
+                envelope = decode(raw)
+                if envelope is None:
+                    continue
+                command = to_command(envelope)
+                if command is None:
+                    continue
+                try:
+                    await apply(envelope, command)
+                except Exception:
+                    # A bug, not an outage: log it loudly and keep the partition moving;
+                    # the row is still in the database for a dispatcher or a re-drive.
+                    log.exception("handler failed for %s %s", envelope.type, envelope.event_id)
+
+        process.__name__ = "on_" + topic.name.replace(".", "_")
+        app.agent(raw_topic(topic), name=process.__name__)(process)
+
+    agent(topics.REQUESTS, lambda e: c.StartMatching(request_id=e.payload["request_id"],
+                                                     event_id=e.event_id)
+          if e.type == "request.received" else None)
+
+    agent(topics.SMS_INBOUND, lambda e: c.HandleInboundSms(
+        inbound_id=e.payload["inbound_id"], event_id=e.event_id)
+        if e.type == "sms.received" else None)
+    agent(topics.SMS_OUTBOUND, lambda e: c.DeliverNotification(
+        notification_id=e.payload["notification_id"]) if e.type == "sms.requested" else None)
+    return app
