@@ -1,0 +1,151 @@
+"""The `dolbom` command line (CONTRACT.md, "Command line")."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+import threading
+
+from schemas.config import Settings, get_settings
+
+
+def _logging(settings: Settings) -> None:
+    logging.basicConfig(level=settings.log_level.upper(),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for noisy in ("kafka", "aiokafka", "faust", "mode", "twilio.http_client", "alembic",
+                  "httpx"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def cmd_db_upgrade(args: argparse.Namespace, settings: Settings) -> int:
+    from infra.db import upgrade
+
+    upgrade(settings.database_url)
+    print(f"database is up to date ({_safe_url(settings.database_url)})")
+    return 0
+
+
+def cmd_token_create(args: argparse.Namespace, settings: Settings) -> int:
+    from dispatch import commands as c
+    from dispatch.bootstrap import bootstrap
+    from dispatch.db import make_engine
+    from dispatch.domain.policy import load_policies
+
+    bus = bootstrap(make_engine(settings.database_url), load_policies(settings.policy_dir))
+    print(bus.handle(c.CreateToken(name=args.name, role=args.role)))
+    return 0
+
+
+def cmd_topics_create(args: argparse.Namespace, settings: Settings) -> int:
+    from infra.topics import ensure_topics
+
+    if not settings.kafka_bootstrap:
+        print("set DOLBOM_KAFKA_BOOTSTRAP to the cluster (host:port[,host:port])", file=sys.stderr)
+        return 2
+    created = ensure_topics(settings.kafka_bootstrap, replication_factor=args.replication_factor)
+    print("created: " + (", ".join(created) if created else "nothing (all topics exist)"))
+    return 0
+
+
+def _require_bootstrap(settings: Settings) -> str:
+    if not settings.kafka_bootstrap:
+        sys.exit("set DOLBOM_KAFKA_BOOTSTRAP (or use `dolbom up`, which starts a broker)")
+    return settings.kafka_bootstrap
+
+
+def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
+    import faust
+
+    from streams.app import create_app
+
+    _require_bootstrap(settings)
+    app = create_app(settings)
+    worker = faust.Worker(app, loglevel=settings.log_level.lower(), quiet=True)
+    worker.execute_from_commandline()
+    return 0
+
+
+def cmd_relay(args: argparse.Namespace, settings: Settings) -> int:
+    from dispatch.db import make_engine
+    from streams.relay import run_relay
+
+    bootstrap = _require_bootstrap(settings)
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    run_relay(make_engine(settings.database_url), bootstrap, settings.relay_poll_ms, stop)
+    return 0
+
+
+def cmd_api(args: argparse.Namespace, settings: Settings) -> int:
+    import uvicorn
+
+    uvicorn.run("api.app:create_app", factory=True, host=args.host, port=args.port,
+                log_level=settings.log_level.lower(), access_log=False)
+    return 0
+
+
+def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
+    from infra.supervisor import run_up
+
+    return run_up(settings, host=args.host, port=args.port)
+
+
+def _safe_url(url: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).render_as_string(hide_password=True)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="dolbom", description="돌봄콜: emergency childcare dispatch")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    up = sub.add_parser("up", help="run the whole system on this machine")
+    up.add_argument("--host", default="127.0.0.1")
+    up.add_argument("--port", type=int, default=8000)
+    up.set_defaults(func=cmd_up)
+
+    api = sub.add_parser("api", help="run the HTTP API")
+    api.add_argument("--host", default="127.0.0.1")
+    api.add_argument("--port", type=int, default=8000)
+    api.set_defaults(func=cmd_api)
+
+    sub.add_parser("worker", help="run a stream worker (Faust)").set_defaults(func=cmd_worker)
+    sub.add_parser("relay", help="run the outbox relay").set_defaults(func=cmd_relay)
+
+    db = sub.add_parser("db", help="database").add_subparsers(dest="db_command", required=True)
+    db.add_parser("upgrade", help="apply migrations").set_defaults(func=cmd_db_upgrade)
+
+    token = sub.add_parser("token", help="API tokens").add_subparsers(dest="token_command",
+                                                                       required=True)
+    create = token.add_parser("create", help="print a new API token")
+    create.add_argument("--role", required=True, choices=["dispatcher", "intake", "admin"])
+    create.add_argument("--name", required=True)
+    create.set_defaults(func=cmd_token_create)
+
+    topics = sub.add_parser("topics", help="Kafka topics").add_subparsers(dest="topics_command",
+                                                                          required=True)
+    tc = topics.add_parser("create", help="create the catalogue's topics")
+    tc.add_argument("--replication-factor", type=int, default=1)
+    tc.set_defaults(func=cmd_topics_create)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        settings = get_settings()
+    except Exception as exc:  # a bad environment variable: say which, don't dump a trace
+        print(f"configuration error: {exc}", file=sys.stderr)
+        return 2
+    _logging(settings)
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    return int(args.func(args, settings) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
