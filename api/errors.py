@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import FastAPI, HTTPException, Request
+from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import OperationalError
+from starlette.exceptions import HTTPException
 
 from dispatch.domain.errors import Conflict, DomainError, Ineligible, NotFound
 
@@ -70,6 +71,8 @@ def install(app: FastAPI) -> None:
     async def _domain(_: Request, exc: DomainError) -> JSONResponse:
         return error(422, exc.code, exc.message)
 
+    # Starlette's HTTPException, the base class: unknown routes (404), wrong methods (405)
+    # and errors while reading a body get this shape too.
     @app.exception_handler(HTTPException)
     async def _http(_: Request, exc: HTTPException) -> JSONResponse:
         return JSONResponse({"code": _HTTP_CODES.get(exc.status_code, "error"),

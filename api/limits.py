@@ -4,13 +4,18 @@ from __future__ import annotations
 
 import json
 
+from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 MAX_BODY_BYTES = 64 * 1024
 
 
-class BodyTooLarge(Exception):
-    pass
+class BodyTooLarge(HTTPException):
+    """Raised while a body without Content-Length streams in. An HTTPException, because
+    FastAPI turns any other error from reading the body into a 400."""
+
+    def __init__(self, max_bytes: int = MAX_BODY_BYTES) -> None:
+        super().__init__(413, f"bodies are limited to {max_bytes} bytes")
 
 
 class BodySizeLimit:
@@ -34,7 +39,7 @@ class BodySizeLimit:
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > self.max_bytes:
-                    raise BodyTooLarge
+                    raise BodyTooLarge(self.max_bytes)
             return message
 
         try:

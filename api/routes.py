@@ -44,7 +44,7 @@ def register_carer(data: body.CarerIn, request: Request, _: Dispatcher) -> dict[
 def list_carers(request: Request, _: Dispatcher) -> list[dict[str, Any]]:
     with _uow(request) as uow:
         jobs = uow.carers.current_jobs()
-        return [views.carer_view(carer, jobs.get(carer.id)) for carer in uow.carers.list()]
+        return [views.carer_view(carer, jobs.get(carer.id)) for carer in uow.carers.all()]
 
 
 @router.get("/carers/{carer_id}")
@@ -106,7 +106,7 @@ def list_requests(request: Request, caller: Intake,
     with _uow(request) as uow:
         mine = None if caller.role == "dispatcher" else caller.token_id
         return [views.request_summary(uow, r)
-                for r in uow.requests.list(status=status, created_by=mine)]
+                for r in uow.requests.recent(status=status, created_by=mine)]
 
 
 @router.get("/requests/{request_id}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from urllib.parse import urlsplit
 
@@ -48,10 +49,9 @@ async def inbound_sms(request: Request) -> Response:
     sender = params.get("From", "")
     if not sid or not sender:
         raise HTTPException(422, "MessageSid and From are required")
-    try:
+    # Stored as given if it won't parse: a message is never dropped for its sender's format.
+    with contextlib.suppress(InvalidPhone):
         sender = normalise(sender)
-    except InvalidPhone:
-        pass  # stored as given: a message is never dropped for its sender's format
     bus = request.app.state.bus
     stored = await run_in_threadpool(bus.handle, c.ReceiveSms(
         message_sid=sid, from_phone=sender, to_phone=params.get("To", ""),

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-
 from sqlalchemy import (
     JSON,
     BigInteger,
@@ -35,8 +34,8 @@ from sqlalchemy import (
 from sqlalchemy.orm import registry, relationship
 from sqlalchemy.types import TypeDecorator
 
-from dispatch.domain import model
 from dispatch import records
+from dispatch.domain import model
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -212,7 +211,7 @@ outbox = Table(
     "outbox", metadata,
     Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True,
            autoincrement=True),
-    Column("event_id", String(32), nullable=False, unique=True),
+    Column("event_id", String(64), nullable=False, unique=True),
     Column("topic", String(100), nullable=False),
     Column("key", String(100), nullable=False),
     Column("type", String(60), nullable=False),
@@ -225,7 +224,7 @@ outbox = Table(
 
 processed_messages = Table(
     "processed_messages", metadata,
-    Column("event_id", String(32), primary_key=True),
+    Column("event_id", String(64), primary_key=True),
     Column("consumer", String(60), primary_key=True),
     Column("processed_at", UTCDateTime, nullable=False),
 )

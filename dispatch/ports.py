@@ -31,8 +31,11 @@ class SmsTemplates(Protocol):
 
 
 class ParsedReply(Protocol):
-    verb: str
-    code: str | None
+    @property
+    def verb(self) -> str: ...
+
+    @property
+    def code(self) -> str | None: ...
 
 
 class SmsGrammar(Protocol):

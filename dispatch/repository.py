@@ -30,12 +30,16 @@ class Requests:
 
     def get(self, request_id: str, *, for_update: bool = False) -> Request | None:
         stmt = select(Request).where(orm.requests.c.id == request_id).options(
-            selectinload(Request.offers), selectinload(Request.assignments),  # type: ignore[arg-type]
-            selectinload(Request.timeline))  # type: ignore[arg-type]
+            selectinload(Request.offers),  # type: ignore[misc,arg-type]
+            selectinload(Request.assignments),  # type: ignore[misc,arg-type]
+            selectinload(Request.timeline))  # type: ignore[misc,arg-type]
         if for_update:
             # The row lock is the "first YES wins" decision on PostgreSQL; SQLite
             # already holds the database write lock (BEGIN IMMEDIATE).
-            stmt = stmt.with_for_update(of=orm.requests)
+            # populate_existing: the lock may have waited for another transaction's
+            # commit, and what this session loaded before it is stale by now.
+            stmt = stmt.with_for_update(of=orm.requests).execution_options(
+                populate_existing=True)
         return self.session.scalars(stmt).first()
 
     def by_idempotency_key(self, key: str) -> Request | None:
@@ -56,8 +60,8 @@ class Requests:
                                   orm.requests.c.open_code.is_not(None))
             .order_by(orm.requests.c.created_at.desc())))
 
-    def list(self, status: str | None = None, created_by: str | None = None,
-             limit: int = 200) -> Sequence[Request]:
+    def recent(self, status: str | None = None, created_by: str | None = None,
+               limit: int = 200) -> Sequence[Request]:
         stmt = select(Request).order_by(orm.requests.c.created_at.desc()).limit(limit)
         if status:
             stmt = stmt.where(orm.requests.c.status == status)
@@ -79,7 +83,7 @@ class Carers:
     def by_phone(self, phone: str) -> Carer | None:
         return self.session.scalars(select(Carer).where(orm.carers.c.phone == phone)).first()
 
-    def list(self) -> Sequence[Carer]:
+    def all(self) -> Sequence[Carer]:
         return self.session.scalars(select(Carer).order_by(orm.carers.c.name)).all()
 
     def available(self) -> Sequence[Carer]:
@@ -149,8 +153,9 @@ class Notifications:
 
     def exists(self, event_id: str, recipient: str, kind: str) -> bool:
         n = orm.notifications.c
-        return self.session.scalar(select(func.count()).where(
-            n.event_id == event_id, n.recipient == recipient, n.kind == kind)) > 0
+        found = self.session.scalar(select(func.count()).where(
+            n.event_id == event_id, n.recipient == recipient, n.kind == kind))
+        return bool(found)
 
     def for_request(self, request_id: str) -> Sequence[Notification]:
         n = orm.notifications.c

@@ -44,7 +44,10 @@ class UnitOfWork:
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
+        # Anything not committed is rolled back. Objects are detached first, so a handler
+        # can return what it loaded (e.g. the earlier request for a repeated key) intact.
         try:
+            self.session.expunge_all()
             self.session.rollback()
         finally:
             self.session.close()

@@ -22,7 +22,8 @@ def _phone(value: str) -> str:
         raise PydanticCustomError("invalid_phone", "{reason}", {"reason": str(exc)}) from exc
 
 
-Phone = Annotated[str, Field(min_length=3, max_length=32), AfterValidator(_phone)]
+# No min_length: a too-short number is an invalid_phone, not a generic invalid_input.
+Phone = Annotated[str, Field(max_length=32), AfterValidator(_phone)]
 Name = Annotated[str, Field(min_length=1, max_length=100)]
 
 

@@ -61,9 +61,6 @@ def as_environment(settings: Settings) -> dict[str, str]:
         if value is None:
             continue
         alias = info.validation_alias
-        if isinstance(alias, AliasChoices):
-            key = str(alias.choices[0])
-        else:
-            key = "DOLBOM_" + name.upper()
+        key = str(alias.choices[0]) if isinstance(alias, AliasChoices) else f"DOLBOM_{name.upper()}"
         env[key] = str(value)
     return env

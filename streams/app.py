@@ -13,8 +13,8 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import faust
-from sqlalchemy.exc import OperationalError
 from pydantic import ValidationError
+from sqlalchemy.exc import OperationalError
 
 from dispatch import commands as c
 from dispatch.bootstrap import bootstrap
@@ -100,7 +100,7 @@ def create_app(settings: Settings, bus: MessageBus | None = None) -> faust.App:
                     log.exception("handler failed for %s %s", envelope.type, envelope.event_id)
 
         process.__name__ = "on_" + topic.name.replace(".", "_")
-        app.agent(raw_topic(topic), name=process.__name__)(process)
+        app.agent(raw_topic(topic), name=process.__name__)(process)  # type: ignore[arg-type]
 
     agent(topics.REQUESTS, lambda e: c.StartMatching(request_id=e.payload["request_id"],
                                                      event_id=e.event_id)

@@ -13,6 +13,7 @@ import time
 from datetime import UTC, datetime
 
 from kafka import KafkaProducer
+from kafka.errors import KafkaError
 from sqlalchemy import Connection, Engine, select, update
 
 from dispatch.db import READ_ONLY
@@ -23,14 +24,19 @@ log = logging.getLogger("dolbom.relay")
 
 class OutboxRelay:
     def __init__(self, engine: Engine, bootstrap: str, *, poll_ms: int = 10,
-                 batch_size: int = 500, producer: KafkaProducer | None = None) -> None:
+                 batch_size: int = 500, send_timeout_s: float = 15.0) -> None:
         self.engine = engine
         self.poll_s = poll_ms / 1000
         self.batch_size = batch_size
-        self.producer = producer or KafkaProducer(
+        # Every wait on the broker is bounded: with the broker gone, a batch fails
+        # (rows stay unpublished) and run() backs off, instead of blocking forever.
+        self.send_timeout_s = send_timeout_s
+        self.producer = KafkaProducer(
             bootstrap_servers=bootstrap.split(","), acks="all", enable_idempotence=True,
-            linger_ms=0, retries=2**31 - 1, max_in_flight_requests_per_connection=5,
-            request_timeout_ms=10_000)
+            linger_ms=0, max_in_flight_requests_per_connection=5,
+            max_block_ms=int(send_timeout_s * 1000),
+            request_timeout_ms=int(send_timeout_s * 1000),
+            delivery_timeout_ms=int(send_timeout_s * 1000) + 1000)
         self._locking = engine.dialect.name == "postgresql"
         self.published = 0
 
@@ -63,9 +69,9 @@ class OutboxRelay:
     def _send(self, rows: list) -> None:  # type: ignore[type-arg]
         futures = [self.producer.send(r.topic, key=r.key.encode(), value=bytes(r.body))
                    for r in rows]
-        self.producer.flush()
+        self.producer.flush(timeout=self.send_timeout_s)
         for future in futures:
-            future.get(timeout=30)  # raises if the broker did not take it
+            future.get(timeout=self.send_timeout_s)  # raises if the broker did not take it
 
     @staticmethod
     def _mark(conn: Connection, ids: list[int]) -> None:
@@ -89,7 +95,11 @@ class OutboxRelay:
                 stop.wait(self.poll_s)
 
     def close(self) -> None:
-        self.producer.close(timeout=5)
+        # Unsent messages are still unpublished rows: nothing is lost by giving up here.
+        try:
+            self.producer.close(timeout=5)
+        except KafkaError as exc:
+            log.warning("relay: producer closed with messages in flight (%s)", exc)
 
 
 def run_relay(engine: Engine, bootstrap: str, poll_ms: int, stop: threading.Event) -> None:

@@ -228,8 +228,12 @@ class Request:
                                RequestStatus.ESCALATED):
             raise Conflict(f"request is {self.status}, it takes no offers", code="not_matching")
         already = self.offered_carer_ids()
-        offers = [Offer(request_id=self.id, carer_id=cid, created_at=now, expires_at=expires_at)
-                  for cid in carer_ids if cid not in already]
+        offers: list[Offer] = []
+        for cid in carer_ids:
+            if cid not in already:  # one offer per carer, even if named twice
+                already.add(cid)
+                offers.append(Offer(request_id=self.id, carer_id=cid, created_at=now,
+                                    expires_at=expires_at))
         self.offers.extend(offers)
         if self.status == RequestStatus.RECEIVED:
             self.status = RequestStatus.MATCHING

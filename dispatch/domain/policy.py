@@ -12,7 +12,7 @@ from datetime import date, datetime, time, timedelta
 from importlib import resources
 from pathlib import Path
 from typing import Literal
-from zoneinfo import ZoneInfo
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -76,8 +76,19 @@ class ServicePolicy(BaseModel):
         for day, windows in value.items():
             if day not in WEEKDAYS and day != "daily":
                 raise ValueError(f"unknown day {day!r}; use one of {', '.join(WEEKDAYS)} or daily")
+            if not isinstance(windows, list):
+                raise ValueError(f"{day}: give a list of windows, e.g. [\"08:00-20:00\"]")
             parsed[day] = [Window.parse(w) if isinstance(w, str) else w for w in windows]
         return parsed
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_timezone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"unknown time zone {value!r}") from exc
+        return value
 
     @property
     def tz(self) -> ZoneInfo:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-
 revision = '0001'
 down_revision = None
 branch_labels = None
@@ -112,7 +111,7 @@ def upgrade() -> None:
 
     op.create_table('outbox',
     sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), autoincrement=True, nullable=False),
-    sa.Column('event_id', sa.String(length=32), nullable=False),
+    sa.Column('event_id', sa.String(length=64), nullable=False),
     sa.Column('topic', sa.String(length=100), nullable=False),
     sa.Column('key', sa.String(length=100), nullable=False),
     sa.Column('type', sa.String(length=60), nullable=False),
@@ -126,7 +125,7 @@ def upgrade() -> None:
         batch_op.create_index('ix_outbox_unpublished', ['id'], unique=False, sqlite_where=sa.text('published_at IS NULL'), postgresql_where=sa.text('published_at IS NULL'))
 
     op.create_table('processed_messages',
-    sa.Column('event_id', sa.String(length=32), nullable=False),
+    sa.Column('event_id', sa.String(length=64), nullable=False),
     sa.Column('consumer', sa.String(length=60), nullable=False),
     sa.Column('processed_at', sa.DateTime(timezone=True), nullable=False),
     sa.PrimaryKeyConstraint('event_id', 'consumer', name=op.f('pk_processed_messages'))

@@ -1,0 +1,96 @@
+"""A hospital-care request end to end, through the real broker, worker, relay and API,
+with SMS going out through the real twilio client to a local Twilio-compatible stub."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.system import Running, running_system, wait_for
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture(scope="module")
+def system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
+    with running_system(tmp_path_factory.mktemp("e2e")) as running:
+        yield running
+
+
+def test_request_is_offered_accepted_and_the_parent_told(system: Running) -> None:
+    carers = [system.carer(f"김민지{i}", f"010-5555-000{i}") for i in range(3)]
+    system.carer("다른구", "010-5555-0009", districts=["동구"])
+    system.carer("자격없음", "010-5555-0008", skills=[])
+    family = system.family("010-7777-0001")
+
+    created = system.request(family)
+    assert created["status"] == "received" and len(created["code"]) == 4
+    code = created["code"]
+
+    # The parent hears at once that the request was received, with the job code.
+    system.sms_to("+821077770001", code)
+    # Every qualified carer in the district gets an offer naming the code, nobody else does.
+    for carer in carers:
+        offer = system.sms_to(carer["phone"], f"네 {code}")
+        assert offer["status_callback"].endswith("/webhooks/twilio/status")
+        assert int(offer["validity_period"]) == 600
+    assert system.sms_count("+821055550009") == 0
+    assert system.sms_count("+821055550008") == 0
+    matching = system.wait_status(created["id"], "matching")
+    assert {o["carer_id"] for o in matching["offers"]} == {c["id"] for c in carers}
+
+    # The first YES wins.
+    assert system.reply(carers[1]["phone"], f"YES {code}").status_code == 200
+    assigned = system.wait_status(created["id"], "assigned")
+    assert assigned["carer"]["id"] == carers[1]["id"]
+    parent_sms = system.sms_to("+821077770001", carers[1]["name"])
+    assert code in parent_sms["body"]
+    system.sms_to(carers[1]["phone"], "확정")
+
+    # A late YES from another carer is thanked and changes nothing.
+    assert system.reply(carers[2]["phone"], f"네 {code}").status_code == 200
+    system.sms_to(carers[2]["phone"], "다른 선생님이 먼저")
+    after = system.get_request(created["id"])
+    assert after["status"] == "assigned" and after["carer"]["id"] == carers[1]["id"]
+
+    types = [e["type"] for e in after["timeline"]]
+    for expected in ("received", "matching", "assigned", "late_accept", "sms_in", "sms_out"):
+        assert expected in types, types
+    assert types.index("received") < types.index("matching") < types.index("assigned")
+    assert system.sms_count("+821077770001", carers[1]["name"]) == 1
+
+
+def test_duplicate_webhook_delivery_has_no_second_effect(system: Running) -> None:
+    carer = system.carer("이중복", "010-5555-0101", districts=["광산구"])
+    family = system.family("010-7777-0101", birth_date="2016-02-29")
+    created = system.request(family, day_offset=2)
+    system.sms_to(carer["phone"], created["code"])
+
+    sid = "SMduplicate0000000000000000000001"
+    for _ in range(3):
+        assert system.reply(carer["phone"], f"Y {created['code']}", sid=sid).status_code == 200
+    system.wait_status(created["id"], "assigned")
+    system.sms_to("+821077770101", carer["name"])
+    detail = system.get_request(created["id"])
+    assert sum(1 for e in detail["timeline"] if e["type"] == "sms_in") == 1
+    # Let the worker drain, then check: one confirmation, one parent SMS.
+    wait_for(lambda: system.sms_count(carer["phone"], "확정") >= 1, 10, "carer confirmation")
+    assert system.sms_count(carer["phone"], "확정") == 1
+    assert system.sms_count("+821077770101", carer["name"]) == 1
+
+
+def test_unknown_text_gets_help_and_is_kept(system: Running) -> None:
+    assert system.reply("010-4444-1234", "안녕하세요 아이 맡길 수 있나요?").status_code == 200
+    reply = system.sms_to("+821044441234", "등록")
+    assert "062-714-3635" in reply["body"]
+
+
+def test_forged_signature_is_refused(system: Running, tmp_path: Path) -> None:
+    import httpx
+
+    url = system.system.api_url + "/webhooks/twilio/sms"
+    r = httpx.post(url, data={"MessageSid": "SMforged", "From": "+821055550000",
+                              "Body": "YES 1234"}, headers={"X-Twilio-Signature": "bm9wZQ=="})
+    assert r.status_code == 403
