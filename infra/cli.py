@@ -132,10 +132,17 @@ def build_parser() -> argparse.ArgumentParser:
     tc = topics.add_parser("create", help="create the catalogue's topics")
     tc.add_argument("--replication-factor", type=int, default=1)
     tc.set_defaults(func=cmd_topics_create)
+    sub.add_parser("bench", help="measure end-to-end latency (see infra/bench.py)",
+                   add_help=False)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["bench"]:  # its own options, passed through untouched
+        from infra.bench import main as bench_main
+
+        return bench_main(argv[1:])
     args = build_parser().parse_args(argv)
     try:
         settings = get_settings()

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.system import Running, running_system, wait_for
+from infra.harness import Running, running_system, wait_for
 
 pytestmark = pytest.mark.e2e
 

@@ -1,4 +1,9 @@
-"""The whole system for end-to-end tests: real broker, worker, relay, API, Twilio stub."""
+"""A running local system driven as its users would: HTTP with a token, SMS through Twilio.
+
+The end-to-end tests and `dolbom bench` use it: real broker, worker, relay and API as
+child processes (the same LocalSystem as `dolbom up`), the real twilio client pointed at
+a local Twilio-compatible stub, webhooks signed like Twilio signs them.
+"""
 
 from __future__ import annotations
 
