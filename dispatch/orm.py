@@ -189,7 +189,29 @@ notifications = Table(
     Column("error", Text),
     Column("created_at", UTCDateTime, nullable=False),
     Column("sent_at", UTCDateTime),
+    # Retry bookkeeping: a failed-but-retryable send waits here for the sweep.
+    Column("next_attempt_at", UTCDateTime),
+    # The provider's own word, from the send answer and status callbacks.
+    Column("provider_status", String(20)),
+    Column("status_at", UTCDateTime),
     UniqueConstraint("event_id", "recipient", "kind", name="uq_notifications_event_recipient_kind"),
+    Index("ix_notifications_due", "status", "next_attempt_at"),
+)
+
+sms_drafts = Table(
+    "sms_drafts", metadata,
+    Column("id", ID, primary_key=True),
+    Column("family_id", ID, ForeignKey("families.id", ondelete="CASCADE"), nullable=False),
+    Column("phone", String(20), nullable=False, index=True),
+    Column("service", String(40), nullable=False),
+    Column("child_id", ID, nullable=False),
+    Column("start", UTCDateTime, nullable=False),
+    Column("end", UTCDateTime, nullable=False),
+    Column("status", String(20), nullable=False),
+    Column("inbound_id", ID),
+    Column("request_id", ID),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("expires_at", UTCDateTime, nullable=False),
 )
 
 inbound_sms = Table(
@@ -270,5 +292,6 @@ def start_mappers() -> None:
     m(records.OutboxMessage, outbox)
     m(records.ProcessedMessage, processed_messages)
     m(records.ApiToken, api_tokens)
+    m(records.SmsDraft, sms_drafts)
 
 

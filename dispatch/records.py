@@ -12,8 +12,10 @@ from dispatch.domain.model import new_id
 class NotificationStatus(StrEnum):
     PENDING = "pending"      # row written, not yet handed to the gateway
     SENDING = "sending"      # handed over; if we crash now the outcome is unknown: never resend blindly
+    UNKNOWN = "unknown"      # the send timed out or got a 5xx: look it up before any retry
     SENT = "sent"            # the gateway took it (Twilio "queued"/"sent")
     DELIVERED = "delivered"
+    UNDELIVERED = "undelivered"
     FAILED = "failed"
     SKIPPED = "skipped"      # e.g. the recipient opted out
 
@@ -41,6 +43,9 @@ class Notification:
         self.error_code: int | None = None
         self.error: str | None = None
         self.sent_at: datetime | None = None
+        self.next_attempt_at: datetime | None = None
+        self.provider_status: str | None = None
+        self.status_at: datetime | None = None
 
 
 class InboundSms:
@@ -94,3 +99,23 @@ class ApiToken:
         self.token_hash = token_hash
         self.created_at = created_at
         self.revoked = False
+
+
+class SmsDraft:
+    """A request a parent asked for by SMS, waiting for their "네" (CONTRACT: two messages)."""
+
+    def __init__(self, *, family_id: str, phone: str, service: str, child_id: str,
+                 start: datetime, end: datetime, created_at: datetime, expires_at: datetime,
+                 inbound_id: str | None = None, id: str | None = None) -> None:
+        self.id = id or new_id()
+        self.family_id = family_id
+        self.phone = phone
+        self.service = service
+        self.child_id = child_id
+        self.start = start
+        self.end = end
+        self.status = "pending"  # pending | confirmed | cancelled | expired
+        self.inbound_id = inbound_id
+        self.request_id: str | None = None
+        self.created_at = created_at
+        self.expires_at = expires_at
