@@ -22,10 +22,23 @@ EMPTY_TWIML = '<?xml version="1.0" encoding="UTF-8"?><Response></Response>'
 def public_url(request: Request) -> str:
     """The URL Twilio signed: DOLBOM_PUBLIC_URL plus this path and query, never the socket's."""
     base = request.app.state.settings.public_url.rstrip("/")
-    url = base + request.url.path
-    if request.url.query:
-        url += "?" + request.url.query
-    return url
+    return base + _path_and_query(request)
+
+
+def _path_and_query(request: Request) -> str:
+    return request.url.path + ("?" + request.url.query if request.url.query else "")
+
+
+def signed_urls(request: Request) -> list[str]:
+    """Every URL Twilio may have signed: the public URL, and behind a proxy the URL the
+    proxy says it was called on (X-Forwarded-Proto/Host). A header alone proves nothing:
+    the signature still needs the auth token, so this only widens which URL it may cover."""
+    urls = [public_url(request)]
+    host = request.headers.get("x-forwarded-host", "").split(",")[0].strip()
+    if host:
+        proto = request.headers.get("x-forwarded-proto", "https").split(",")[0].strip()
+        urls.append(f"{proto}://{host}{_path_and_query(request)}")
+    return urls
 
 
 async def signed_form(request: Request) -> dict[str, str]:
@@ -34,8 +47,9 @@ async def signed_form(request: Request) -> dict[str, str]:
     form = await request.form()
     params = {k: str(v) for k, v in form.multi_items()}
     token = settings.twilio_auth_token
-    if not token or not signature or \
-            not RequestValidator(token).validate(public_url(request), params, signature):
+    validator = RequestValidator(token) if token else None
+    if validator is None or not signature or not any(
+            validator.validate(url, params, signature) for url in signed_urls(request)):
         log.warning("refused webhook %s: bad or missing signature (host %s)", request.url.path,
                     urlsplit(str(request.url)).hostname)
         raise HTTPException(403, "invalid Twilio signature")
@@ -65,5 +79,11 @@ async def inbound_sms(request: Request) -> Response:
 @router.post("/status")
 async def status_callback(request: Request) -> Response:
     params = await signed_form(request)
-    log.info("status %s for %s", params.get("MessageStatus"), params.get("MessageSid"))
+    sid = params.get("MessageSid") or params.get("SmsSid")
+    status = (params.get("MessageStatus") or params.get("SmsStatus") or "").lower()
+    if not sid or not status:
+        raise HTTPException(422, "MessageSid and MessageStatus are required")
+    code = params.get("ErrorCode")
+    await run_in_threadpool(request.app.state.bus.handle, c.RecordDeliveryStatus(
+        sid=sid, status=status, error_code=int(code) if code and code.isdigit() else None))
     return Response(status_code=204)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from notifiers.console import ConsoleGateway
 from notifiers.gateway import SmsGateway
+from notifiers.rate_limit import RateLimitedGateway
 from schemas.config import Settings
 
 
@@ -13,9 +14,10 @@ def gateway_from_settings(settings: Settings) -> SmsGateway:
     from notifiers.twilio_gateway import TwilioGateway
 
     assert settings.twilio_account_sid and settings.twilio_auth_token
-    return TwilioGateway(
+    twilio = TwilioGateway(
         settings.twilio_account_sid, settings.twilio_auth_token,
         from_number=settings.twilio_from_number,
         messaging_service_sid=settings.twilio_messaging_service_sid,
         api_base_url=settings.twilio_api_base_url,
         status_callback_url=settings.public_url.rstrip("/") + "/webhooks/twilio/status")
+    return RateLimitedGateway(twilio, settings.sms_rate_per_s)

@@ -45,3 +45,10 @@ class SmsGateway(Protocol):
     def send(self, to: str, body: str, *, validity_period: int | None = None) -> SentSms:
         """Hand one SMS to the provider. `to` is E.164. Raises SmsSendError."""
         ...
+
+    def find_sent(self, to: str, body: str, exclude: set[str]) -> SentSms | None:
+        """After an uncertain send: the provider's record of this text to `to`, if it went out.
+
+        `exclude` holds SIDs already accounted for by other notifications.
+        """
+        ...

@@ -118,6 +118,12 @@ class TwilioGateway:
             raise _to_send_error(exc, "lookup") from exc
         return SentSms(sid=str(message.sid), status=str(message.status))
 
+    def find_sent(self, to: str, body: str, exclude: set[str]) -> SentSms | None:
+        for sid, status, sent_body in self.recent_to(to):
+            if sent_body == body and sid not in exclude:
+                return SentSms(sid=sid, status=status)
+        return None
+
     def recent_to(self, to: str, limit: int = 20) -> list[tuple[str, str, str]]:
         """(sid, status, body) of the newest messages sent to `to`, newest first.
 
