@@ -8,7 +8,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse
 from sqlalchemy import text
 
-from api import errors, routes, webhooks
+from api import errors, metrics, routes, voice, webhooks
 from api.limits import BodySizeLimit
 from dispatch.bootstrap import bootstrap
 from dispatch.db import READ_ONLY, make_engine
@@ -32,10 +32,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.policies = policies
     app.state.engine = engine
     app.state.uow_factory = lambda: UnitOfWork(sessions)
+    app.state.metrics = metrics.registry_for(engine)
     app.add_middleware(BodySizeLimit)
     errors.install(app)
     app.include_router(routes.router)
     app.include_router(webhooks.router)
+    app.include_router(metrics.router)
+    app.include_router(voice.router)
 
     @app.get("/healthz")
     def healthz(request: Request) -> JSONResponse:

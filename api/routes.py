@@ -13,6 +13,7 @@ from dispatch import views
 from dispatch.messagebus import MessageBus
 from dispatch.unit_of_work import UnitOfWork
 from schemas import api as body
+from schemas.phone import mask
 
 router = APIRouter(prefix="/v1")
 
@@ -160,3 +161,14 @@ def console_sms(data: body.ConsoleSmsIn, request: Request, _: Dispatcher) -> dic
     _bus(request).handle(c.ReceiveSms(message_sid=sid, from_phone=data.from_,
                                       to_phone="console", body=data.body))
     return {"message_sid": sid}
+
+
+@router.get("/sms/unmatched")
+def unmatched_sms(request: Request, _: Dispatcher,
+                  limit: Annotated[int, Query(ge=1, le=500)] = 100) -> list[dict[str, Any]]:
+    """Inbound SMS linked to no request, newest first: what a person may need to read."""
+    with _uow(request) as uow:
+        return [{"id": sms.id, "from": mask(sms.from_phone), "body": sms.body,
+                 "received_at": sms.received_at.isoformat(), "sender_kind": sms.sender_kind,
+                 "verb": sms.verb, "outcome": sms.outcome}
+                for sms in uow.inbound.unmatched(limit)]

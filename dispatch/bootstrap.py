@@ -12,6 +12,7 @@ from dispatch.domain.policy import ServicePolicy
 from dispatch.handlers import HANDLERS
 from dispatch.messagebus import MessageBus
 from dispatch.ports import Clock, SmsGrammar, SmsSender, SmsTemplates
+from dispatch.sms_intake import IntakeParser
 from dispatch.unit_of_work import UnitOfWork, session_factory
 
 
@@ -36,9 +37,14 @@ def _no_grammar(text: str) -> Any:
     raise RuntimeError("this process does not read SMS")
 
 
+def _no_intake(text: str, now: datetime, tz: Any) -> None:
+    """Without an intake parser no text is a request for care: parents get the help reply."""
+    return None
+
+
 def bootstrap(engine: Engine, policies: Mapping[str, ServicePolicy], *,
               sms: SmsSender | None = None, templates: SmsTemplates | None = None,
-              grammar: SmsGrammar | None = None,
+              grammar: SmsGrammar | None = None, intake: IntakeParser | None = None,
               clock: Clock = utcnow, dispatcher_phone: str | None = None) -> MessageBus:
     sessions = session_factory(engine)
     return MessageBus(
@@ -47,5 +53,6 @@ def bootstrap(engine: Engine, policies: Mapping[str, ServicePolicy], *,
         dependencies={"clock": clock, "policies": policies, "sms": sms or _NoSms(),
                       "templates": templates or _no_templates,
                       "grammar": grammar or _no_grammar,
+                      "intake": intake or _no_intake,
                       "dispatcher_phone": dispatcher_phone},
     )

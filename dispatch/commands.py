@@ -115,3 +115,19 @@ class AssignCarer(Command):
 class CreateToken(Command):
     name: str
     role: str
+
+
+@dataclass(frozen=True)
+class SweepNotifications(Command):
+    """Retry sends that are due and look up uncertain ones (a worker timer)."""
+
+    limit: int = 100
+
+
+@dataclass(frozen=True)
+class RecordDeliveryStatus(Command):
+    """A Twilio status callback."""
+
+    sid: str
+    status: str
+    error_code: int | None = None

@@ -15,6 +15,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from dispatch import commands as c
+from dispatch import delivery
 from dispatch.domain.errors import Conflict, Ineligible, NotFound
 from dispatch.domain.matching import select_candidates
 from dispatch.domain.model import (
@@ -27,8 +28,9 @@ from dispatch.domain.model import (
     new_job_code,
 )
 from dispatch.domain.policy import ServicePolicy, check_request
-from dispatch.ports import Clock, SmsGrammar, SmsSender, SmsTemplates
-from dispatch.records import ApiToken, InboundSms, NotificationStatus
+from dispatch.ports import Clock, SmsGrammar
+from dispatch.records import ApiToken, InboundSms
+from dispatch.sms_intake import IntakeParser, SmsIntake
 from dispatch.unit_of_work import UnitOfWork
 from schemas import messages as m
 from schemas.phone import mask
@@ -104,39 +106,48 @@ def submit_request(cmd: c.SubmitRequest, uow: UnitOfWork, clock: Clock,
                          code="unknown_service")
     now = clock()
     with uow:
-        if cmd.idempotency_key:
-            earlier = uow.requests.by_idempotency_key(cmd.idempotency_key)
-            if earlier is not None:
-                return earlier, False
-        family = uow.families.get(cmd.family_id)
-        if family is None:
-            raise NotFound("no such family")
-        child = family.child(cmd.child_id)
-        if child is None:
-            raise NotFound("no such child in this family")
-        check_request(policy, birth_date=child.birth_date, start=cmd.start, end=cmd.end,
-                      location=cmd.location, now=now,
-                      consent_health_data=family.consent_health_data)
-        location = dict(cmd.location)
-        location.setdefault("district", family.district)
-        taken = uow.requests.open_codes()
+        request, created = store_request(uow, cmd, policy, now)
+        if created:
+            uow.commit()
+        return request, created
+
+
+def store_request(uow: UnitOfWork, cmd: c.SubmitRequest, policy: ServicePolicy,
+                  now: datetime) -> tuple[Request, bool]:
+    """submit_request's work inside an open unit of work; the caller commits. Shared with
+    SMS intake (dispatch/sms_intake.py), so a request asked for by SMS is the API's request."""
+    if cmd.idempotency_key:
+        earlier = uow.requests.by_idempotency_key(cmd.idempotency_key)
+        if earlier is not None:
+            return earlier, False
+    family = uow.families.get(cmd.family_id)
+    if family is None:
+        raise NotFound("no such family")
+    child = family.child(cmd.child_id)
+    if child is None:
+        raise NotFound("no such child in this family")
+    check_request(policy, birth_date=child.birth_date, start=cmd.start, end=cmd.end,
+                  location=cmd.location, now=now,
+                  consent_health_data=family.consent_health_data)
+    location = dict(cmd.location)
+    location.setdefault("district", family.district)
+    taken = uow.requests.open_codes()
+    code = new_job_code()
+    while code in taken:
         code = new_job_code()
-        while code in taken:
-            code = new_job_code()
-        request = Request(service=policy.id, family_id=family.id, child_id=child.id,
-                          start=cmd.start, end=cmd.end, location=location, code=code,
-                          created_at=now, notes=cmd.notes, idempotency_key=cmd.idempotency_key,
-                          created_by=cmd.created_by, channel=cmd.channel)
-        request.record(now, "received", Actor.PARENT, {"channel": cmd.channel})
-        uow.requests.add(request)
-        uow.emit(m.RequestReceived(request_id=request.id, service=policy.id), key=request.id,
-                 now=now)
-        uow.notify(event_id=f"received:{request.id}", recipient=family.guardian_phone,
-                   kind="request_received", lang=family.lang, request_id=request.id, now=now,
-                   params={"code": code, "service_label": policy.label,
-                           "start": _local(cmd.start, policy)})
-        uow.commit()
-        return request, True
+    request = Request(service=policy.id, family_id=family.id, child_id=child.id,
+                      start=cmd.start, end=cmd.end, location=location, code=code,
+                      created_at=now, notes=cmd.notes, idempotency_key=cmd.idempotency_key,
+                      created_by=cmd.created_by, channel=cmd.channel)
+    request.record(now, "received", Actor.PARENT, {"channel": cmd.channel})
+    uow.requests.add(request)
+    uow.emit(m.RequestReceived(request_id=request.id, service=policy.id), key=request.id,
+             now=now)
+    uow.notify(event_id=f"received:{request.id}", recipient=family.guardian_phone,
+               kind="request_received", lang=family.lang, request_id=request.id, now=now,
+               params={"code": code, "service_label": policy.label,
+                       "start": _local(cmd.start, policy)})
+    return request, True
 
 
 # -- matching -----------------------------------------------------------------------
@@ -152,37 +163,46 @@ def start_matching(cmd: c.StartMatching, uow: UnitOfWork, clock: Clock,
         if request is None or request.status != RequestStatus.RECEIVED:
             uow.commit()
             return 0
-        policy = policies[request.service]
-        buffer = timedelta(minutes=policy.travel_buffer_minutes)
-        candidates = select_candidates(
-            policy, uow.carers.available(), district=request.location.get("district"),
-            busy=uow.carers.busy_between(request.start - buffer, request.end + buffer),
-            exclude=request.offered_carer_ids(),
-            jobs_today=uow.carers.jobs_since(now - timedelta(hours=24)),
-            lat=request.location.get("lat"), lon=request.location.get("lon"),
-            limit=policy.offers.wave_size)
-        if not candidates:
-            _escalate(uow, request, policy, now, "no_candidates", dispatcher_phone)
-            uow.commit()
-            return 0
-        expires = now + timedelta(seconds=policy.offers.timeout_s)
-        offers = request.make_offers([cand.carer.id for cand in candidates], now, expires)
-        by_id = {cand.carer.id: cand.carer for cand in candidates}
-        place = " ".join(str(request.location[k]) for k in ("hospital", "ward")
-                         if request.location.get(k)) or request.location.get("district", "")
-        for offer in offers:
-            carer = by_id[offer.carer_id]
-            uow.notify(event_id=f"offer:{offer.id}", recipient=carer.phone, kind="offer",
-                       lang=carer.lang, request_id=request.id, now=now,
-                       validity_s=policy.offers.timeout_s,
-                       params={"code": request.code, "service_label": policy.label,
-                               "place": place, "start": _local(request.start, policy),
-                               "end": _local(request.end, policy, "%H:%M"),
-                               "valid_until": _local(expires, policy, "%H:%M")})
-        uow.emit(m.RequestMatching(request_id=request.id, offers=len(offers)), key=request.id,
-                 now=now)
+        offered = offer_next(uow, request, policies[request.service], now, dispatcher_phone)
         uow.commit()
-        return len(offers)
+        return offered
+
+
+def offer_next(uow: UnitOfWork, request: Request, policy: ServicePolicy, now: datetime,
+               dispatcher_phone: str | None, limit: int | None = None) -> int:
+    """Offer the job to the next best carers not yet asked; escalate when nobody is left."""
+    buffer = timedelta(minutes=policy.travel_buffer_minutes)
+    candidates = select_candidates(
+        policy, uow.carers.available(), district=request.location.get("district"),
+        busy=uow.carers.busy_between(request.start - buffer, request.end + buffer),
+        exclude=request.offered_carer_ids(),
+        jobs_today=uow.carers.jobs_since(now - timedelta(hours=24)),
+        lat=request.location.get("lat"), lon=request.location.get("lon"),
+        limit=limit or policy.offers.wave_size)
+    if not candidates:
+        if request.status != RequestStatus.ESCALATED and not any(o.is_open for o in request.offers):
+            _escalate(uow, request, policy, now, "no_candidates", dispatcher_phone)
+        return 0
+    expires = now + timedelta(seconds=policy.offers.timeout_s)
+    offers = request.make_offers([cand.carer.id for cand in candidates], now, expires)
+    by_id = {cand.carer.id: cand.carer for cand in candidates}
+    for offer in offers:
+        carer = by_id[offer.carer_id]
+        uow.notify(event_id=f"offer:{offer.id}", recipient=carer.phone, kind="offer",
+                   lang=carer.lang, request_id=request.id, now=now,
+                   validity_s=policy.offers.timeout_s,
+                   params={"code": request.code, "service_label": policy.label,
+                           "place": _place(request), "start": _local(request.start, policy),
+                           "end": _local(request.end, policy, "%H:%M"),
+                           "valid_until": _local(expires, policy, "%H:%M")})
+    uow.emit(m.RequestMatching(request_id=request.id, offers=len(offers)), key=request.id,
+             now=now)
+    return len(offers)
+
+
+def _place(request: Request) -> str:
+    return " ".join(str(request.location[k]) for k in ("hospital", "ward")
+                    if request.location.get(k)) or str(request.location.get("district", ""))
 
 
 def _escalate(uow: UnitOfWork, request: Request, policy: ServicePolicy, now: datetime,
@@ -220,7 +240,7 @@ def receive_sms(cmd: c.ReceiveSms, uow: UnitOfWork, clock: Clock, **_: Any) -> b
 
 def handle_inbound_sms(cmd: c.HandleInboundSms, uow: UnitOfWork, clock: Clock,
                        policies: Mapping[str, ServicePolicy], grammar: SmsGrammar,
-                       **_: Any) -> str:
+                       intake: IntakeParser, **_: Any) -> str:
     now = clock()
     with uow:
         if not uow.first_time(cmd.event_id, "sms", now):
@@ -230,7 +250,7 @@ def handle_inbound_sms(cmd: c.HandleInboundSms, uow: UnitOfWork, clock: Clock,
             uow.commit()
             return "duplicate"
         parsed = grammar(inbound.body)
-        sms = _InboundContext(uow, inbound, parsed.verb, parsed.code, now, policies)
+        sms = _InboundContext(uow, inbound, parsed.verb, parsed.code, now, policies, intake)
         outcome = sms.route()
         inbound.verb = parsed.verb
         inbound.outcome = outcome
@@ -244,9 +264,10 @@ class _InboundContext:
     """Interprets one inbound SMS against who sent it and what they have open."""
 
     def __init__(self, uow: UnitOfWork, inbound: InboundSms, verb: str, code: str | None,
-                 now: datetime, policies: Mapping[str, ServicePolicy]) -> None:
+                 now: datetime, policies: Mapping[str, ServicePolicy],
+                 intake: IntakeParser) -> None:
         self.uow, self.inbound, self.now, self.policies = uow, inbound, now, policies
-        self.verb, self.code = verb, code
+        self.verb, self.code, self.intake_parser = verb, code, intake
         self.carer = uow.carers.by_phone(inbound.from_phone)
         self.family = uow.families.by_phone(inbound.from_phone) if self.carer is None else None
         inbound.sender_kind = "carer" if self.carer else "parent" if self.family else "unknown"
@@ -268,7 +289,9 @@ class _InboundContext:
                        "on_duty": lambda: self.duty(True),
                        "off_duty": lambda: self.duty(False)}.get(verb)
         elif self.family is not None:
-            handler = {"cancel": self.cancel, "status": self.status}.get(verb)
+            handler = {"cancel": self.cancel, "status": self.status,
+                       "accept": self.confirm_draft, "decline": self.decline_draft,
+                       "unknown": self.intake}.get(verb)
         else:
             self.reply("unknown_number")
             return "unknown_number"
@@ -330,16 +353,15 @@ class _InboundContext:
             return result.reason
         assert result.assignment is not None
         family = self.uow.families.get(request.family_id)
-        place = " ".join(str(request.location[k]) for k in ("hospital", "ward")
-                         if request.location.get(k)) or str(request.location.get("district", ""))
-        self.reply("accepted_ack", {"code": code, "place": place,
-                                    "start": _local(request.start, policy)}, request.id)
+        # The parent first: with a per-sender rate limit, queue order is send order.
         if family is not None:
             self.uow.notify(event_id=f"assigned:{result.assignment.id}",
                             recipient=family.guardian_phone, kind="assigned", lang=family.lang,
                             request_id=request.id, now=self.now,
                             params={"code": code, "carer_name": self.carer.name,
                                     "start": _local(request.start, policy)})
+        self.reply("accepted_ack", {"code": code, "place": _place(request),
+                                    "start": _local(request.start, policy)}, request.id)
         self.uow.emit(m.RequestAssigned(request_id=request.id, carer_id=self.carer.id,
                                         assignment_id=result.assignment.id),
                       key=request.id, now=self.now)
@@ -436,6 +458,36 @@ class _InboundContext:
             request.status, request.status)}, request.id)
         return "status"
 
+    # A parent asking for care by SMS (dispatch/sms_intake.py).
+    def _sms_intake(self) -> SmsIntake:
+        assert self.family is not None
+        return SmsIntake(self.uow, self.inbound, self.family, self.now, self.policies,
+                         self.intake_parser, self.reply, store_request)
+
+    def intake(self) -> str:
+        outcome = self._sms_intake().answer()
+        if outcome is None:
+            self.reply("help")
+            return "help"
+        return outcome
+
+    def confirm_draft(self) -> str:
+        if self.code is not None:  # 네 4821 is a carer's answer, not a parent's
+            self.reply("help")
+            return "help"
+        outcome = self._sms_intake().confirm()
+        if outcome is None:  # e.g. a second 네: say where the request stands
+            self.status()
+            return "no_draft"
+        return outcome
+
+    def decline_draft(self) -> str:
+        outcome = self._sms_intake().decline() if self.code is None else None
+        if outcome is None:
+            self.reply("help")
+            return "help"
+        return outcome
+
 
 STATUS_LABELS = {
     "received": "접수됨", "matching": "돌봄 인력 찾는 중", "assigned": "배정 완료",
@@ -507,61 +559,12 @@ def assign_carer(cmd: c.AssignCarer, uow: UnitOfWork, clock: Clock,
                                "start": _local(request.start, policy)})
         uow.notify(event_id=f"assigned:{result.assignment.id}", recipient=carer.phone,
                    kind="accepted_ack", lang=carer.lang, request_id=request.id, now=now,
-                   params={"code": request.code, "place": request.location.get("hospital", ""),
+                   params={"code": request.code, "place": _place(request),
                            "start": _local(request.start, policy)})
         uow.emit(m.RequestAssigned(request_id=request.id, carer_id=carer.id,
                                    assignment_id=result.assignment.id), key=request.id, now=now)
         uow.commit()
         return request
-
-
-# -- SMS out ------------------------------------------------------------------------
-
-def deliver_notification(cmd: c.DeliverNotification, uow: UnitOfWork, clock: Clock,
-                         sms: SmsSender, templates: SmsTemplates, **_: Any) -> str:
-    """Hand one SMS to the gateway, at most once.
-
-    The row goes to `sending` and commits *before* the gateway is called: if we die
-    during the call, the row stays `sending` and is never resent blindly (Twilio has no
-    idempotency key), which is the difference between "maybe not sent" and "sent twice".
-    """
-    with uow:
-        note = uow.notifications.get(cmd.notification_id, for_update=True)
-        if note is None or note.status != NotificationStatus.PENDING:
-            return "duplicate"
-        person = uow.carers.by_phone(note.recipient) or uow.families.by_phone(note.recipient)
-        if person is not None and person.opted_out:
-            note.status = NotificationStatus.SKIPPED
-            note.error = "recipient opted out"
-            uow.commit()
-            return "skipped"
-        body = templates(note.kind, note.params, note.lang)
-        note.status = NotificationStatus.SENDING
-        note.attempts += 1
-        note.body = body
-        note.gateway = sms.name
-        uow.commit()
-        recipient, validity = note.recipient, note.validity_s
-    try:
-        sent = sms.send(recipient, body, validity_period=validity)
-    except Exception as exc:  # the gateway's own errors carry a code
-        with uow:
-            note = uow.notifications.get(cmd.notification_id, for_update=True)
-            assert note is not None
-            note.status = NotificationStatus.FAILED
-            note.error_code = getattr(exc, "code", None)
-            note.error = str(exc)[:500]
-            uow.commit()
-        log.warning("sms to %s failed: %s", mask(recipient), exc)
-        return "failed"
-    with uow:
-        note = uow.notifications.get(cmd.notification_id, for_update=True)
-        assert note is not None
-        note.status = NotificationStatus.SENT
-        note.sid = sent.sid
-        note.sent_at = clock()
-        uow.commit()
-    return "sent"
 
 
 # -- tokens -------------------------------------------------------------------------
@@ -585,7 +588,9 @@ HANDLERS: dict[type[c.Command], Callable[..., Any]] = {
     c.StartMatching: start_matching,
     c.ReceiveSms: receive_sms,
     c.HandleInboundSms: handle_inbound_sms,
-    c.DeliverNotification: deliver_notification,
+    c.DeliverNotification: delivery.deliver_notification,
+    c.SweepNotifications: delivery.sweep_notifications,
+    c.RecordDeliveryStatus: delivery.record_delivery_status,
     c.CancelRequest: cancel_request,
     c.AssignCarer: assign_carer,
     c.CreateToken: create_token,

@@ -18,7 +18,7 @@ from dispatch.domain.model import (
     OfferStatus,
     Request,
 )
-from dispatch.records import ApiToken, InboundSms, Notification
+from dispatch.records import ApiToken, InboundSms, Notification, SmsDraft
 
 
 class Requests:
@@ -148,7 +148,13 @@ class Notifications:
     def get(self, notification_id: str, *, for_update: bool = False) -> Notification | None:
         stmt = select(Notification).where(orm.notifications.c.id == notification_id)
         if for_update:
-            stmt = stmt.with_for_update()
+            stmt = stmt.with_for_update().execution_options(populate_existing=True)
+        return self.session.scalars(stmt).first()
+
+    def by_sid(self, sid: str, *, for_update: bool = False) -> Notification | None:
+        stmt = select(Notification).where(orm.notifications.c.sid == sid)
+        if for_update:
+            stmt = stmt.with_for_update().execution_options(populate_existing=True)
         return self.session.scalars(stmt).first()
 
     def exists(self, event_id: str, recipient: str, kind: str) -> bool:
@@ -186,6 +192,31 @@ class InboundMessages:
         i = orm.inbound_sms.c
         return self.session.scalars(select(InboundSms).where(i.request_id == request_id)
                                     .order_by(i.received_at)).all()
+
+    def unmatched(self, limit: int = 100) -> Sequence[InboundSms]:
+        """SMS not linked to any request, newest first: what a dispatcher may need to read."""
+        i = orm.inbound_sms.c
+        return self.session.scalars(select(InboundSms).where(i.request_id.is_(None))
+                                    .order_by(i.received_at.desc(), i.id.desc())
+                                    .limit(limit)).all()
+
+
+class Drafts:
+    """Requests parents asked for by SMS, waiting for their answer (dispatch/sms_intake.py)."""
+
+    def __init__(self, session: Session) -> None:
+        self.session = session
+
+    def add(self, draft: SmsDraft) -> None:
+        self.session.add(draft)
+
+    def pending_for_phone(self, phone: str) -> list[SmsDraft]:
+        """This phone's drafts still waiting for an answer, newest first (expired or not)."""
+        d = orm.sms_drafts.c
+        return list(self.session.scalars(
+            select(SmsDraft).where(d.phone == phone, d.status == "pending")
+            .order_by(d.created_at.desc(), d.id.desc()).with_for_update()
+            .execution_options(populate_existing=True)))
 
 
 class Tokens:

@@ -27,6 +27,7 @@ class UnitOfWork:
     notifications: repository.Notifications
     inbound: repository.InboundMessages
     tokens: repository.Tokens
+    drafts: repository.Drafts
     session: Session
 
     def __init__(self, session_factory: sessionmaker[Session]) -> None:
@@ -40,6 +41,7 @@ class UnitOfWork:
         self.notifications = repository.Notifications(self.session)
         self.inbound = repository.InboundMessages(self.session)
         self.tokens = repository.Tokens(self.session)
+        self.drafts = repository.Drafts(self.session)
         return self
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,

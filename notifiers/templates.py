@@ -45,6 +45,13 @@ PARAMS: Final[Mapping[str, tuple[str, ...]]] = {
     "job_cancelled": ("code",),
     "arrived": ("code", "carer_name"),
     "completed": ("code", "carer_name"),
+    # SMS intake (dispatch/sms_intake.py): a parent asks for care in one text, we ask back once.
+    "intake_confirm": ("child_name", "service_label", "start", "end"),
+    "intake_which_child": ("children",),
+    "intake_refused": ("reason",),
+    "intake_outside_hours": ("service_label", "hours"),
+    "intake_cancelled": (),
+    "intake_expired": (),
 }
 
 KINDS: Final[frozenset[str]] = frozenset(PARAMS)
@@ -145,6 +152,64 @@ _TEMPLATES: Final[Mapping[str, Mapping[str, str]]] = {
         KO: _BRAND_KO + "{carer_name} 선생님의 {code}번 돌봄이 끝났어요. 감사합니다.",
         EN: _BRAND_EN + "carer {carer_name} has finished care for request {code}. Thank you.",
     },
+    # The question before a parent's SMS request is booked. Its answers are the grammar's bare
+    # 네 and 아니오 (YES/NO): a carer's 네 needs a code, a parent's bare one confirms this.
+    "intake_confirm": {
+        KO: _BRAND_KO + "{child_name} {service_label} {start}~{end} 신청할까요? 맞으면 네, 아니면 아니오",
+        EN: _BRAND_EN + "book {service_label} for {child_name}, {start}-{end}? Reply YES if this "
+        "is right, NO if not.",
+    },
+    # {children} is "1 박서연, 2 박서준": the parent answers with the number alone.
+    "intake_which_child": {
+        KO: _BRAND_KO + "어느 아이인가요? 번호만 답해 주세요. {children}",
+        EN: _BRAND_EN + "which child is it for? Reply with the number only: {children}",
+    },
+    # {reason} is an Ineligible code (dispatch.domain.errors); render prints what it means.
+    "intake_refused": {
+        KO: _BRAND_KO + "신청할 수 없어요. {reason} 문의 062-714-3635",
+        EN: _BRAND_EN + "we can't book this: {reason} Questions: 062-714-3635",
+    },
+    "intake_outside_hours": {
+        KO: _BRAND_KO + "운영 시간이 아니라 신청할 수 없어요. {service_label} 운영 시간 {hours}",
+        EN: _BRAND_EN + "that is outside the service hours, so it can't be booked. "
+        "{service_label} hours: {hours}",
+    },
+    "intake_cancelled": {
+        KO: _BRAND_KO + "신청하지 않았어요. 필요하면 다시 보내 주세요.",
+        EN: _BRAND_EN + "OK, nothing was booked. Text us again when you need care.",
+    },
+    "intake_expired": {
+        KO: _BRAND_KO + "15분이 지나 신청되지 않았어요. 다시 보내 주세요. 예: 병원 내일 10-14",
+        EN: _BRAND_EN + "15 minutes have passed, so nothing was booked. Please send it again, "
+        "e.g. hospital tomorrow 10-14",
+    },
+}
+
+# What an intake refusal's code means, in words a parent can act on. Codes not listed here get
+# the general sentence; the code itself never reaches the parent.
+_REFUSAL_REASONS: Final[Mapping[str, Mapping[str, str]]] = {
+    KO: {
+        "age_out_of_range": "아이 나이가 이용 대상이 아니에요.",
+        "lead_time": "그 시간은 아직 예약할 수 없어요.",
+        "duration_out_of_range": "이용 시간 길이가 맞지 않아요.",
+        "invalid_time": "이미 지났거나 맞지 않는 시간이에요.",
+        "health_consent_required": "건강정보 이용 동의가 필요해요.",
+        "unknown_service": "문자로는 신청할 수 없는 서비스예요.",
+        "outside_service_hours": "운영 시간이 아니에요.",
+    },
+    EN: {
+        "age_out_of_range": "the child's age is not covered by this service.",
+        "lead_time": "that time can't be booked yet.",
+        "duration_out_of_range": "the length of care is not allowed for this service.",
+        "invalid_time": "that time is over or not valid.",
+        "health_consent_required": "we need your consent to use health data.",
+        "unknown_service": "this service can't be booked by text.",
+        "outside_service_hours": "that is outside the service hours.",
+    },
+}
+_REFUSAL_DEFAULT: Final[Mapping[str, str]] = {
+    KO: "신청 조건에 맞지 않아요.",
+    EN: "it does not meet the service's conditions.",
 }
 
 # "No open offer" without a code (the carer sent a bare 네) must not print an empty "번".
@@ -182,6 +247,9 @@ def render(kind: str, params: Mapping[str, object], lang: str = KO) -> str:
     language = _lang(lang)
     if kind == "no_open_offer" and not values["code"]:
         return _NO_OPEN_OFFER_WITHOUT_CODE[language]
+    if kind == "intake_refused":
+        values["reason"] = _REFUSAL_REASONS[language].get(values["reason"],
+                                                          _REFUSAL_DEFAULT[language])
     return _TEMPLATES[kind][language].format_map(values)
 
 

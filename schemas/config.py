@@ -28,8 +28,12 @@ class Settings(BaseSettings):
     # How long the relay sleeps when the outbox is empty.
     relay_poll_ms: int = Field(default=10, ge=1, le=10_000)
     worker_id: str = "dolbom-worker"
+    # How often a worker looks for SMS retries that are due and uncertain sends.
+    sweep_interval_s: float = Field(default=1.0, gt=0)
 
     dispatcher_phone: str | None = None
+    # Messages per second per sender (a long code takes about 1).
+    sms_rate_per_s: float = Field(default=1.0, gt=0)
     log_level: str = "INFO"
 
     twilio_account_sid: str | None = Field(

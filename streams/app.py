@@ -21,7 +21,7 @@ from dispatch.bootstrap import bootstrap
 from dispatch.db import make_engine
 from dispatch.domain.policy import load_policies
 from dispatch.messagebus import MessageBus
-from notifiers import grammar, templates
+from notifiers import grammar, intake_grammar, templates
 from notifiers.factory import gateway_from_settings
 from schemas import topics
 from schemas.config import Settings
@@ -38,7 +38,7 @@ def create_app(settings: Settings, bus: MessageBus | None = None) -> faust.App:
         bus = bootstrap(make_engine(settings.database_url),
                         load_policies(settings.policy_dir),
                         sms=gateway_from_settings(settings), templates=templates.render,
-                        grammar=grammar.parse,
+                        grammar=grammar.parse, intake=intake_grammar.parse_request,
                         dispatcher_phone=settings.dispatcher_phone)
     assert settings.kafka_bootstrap, "the worker needs DOLBOM_KAFKA_BOOTSTRAP"
     app = DolbomApp(
@@ -111,4 +111,13 @@ def create_app(settings: Settings, bus: MessageBus | None = None) -> faust.App:
         if e.type == "sms.received" else None)
     agent(topics.SMS_OUTBOUND, lambda e: c.DeliverNotification(
         notification_id=e.payload["notification_id"]) if e.type == "sms.requested" else None)
+
+    @app.timer(interval=settings.sweep_interval_s)
+    async def sweep_notifications() -> None:
+        # Deadlines live in the database, so a restarted worker picks up where one stopped.
+        try:
+            await asyncio.to_thread(bus.handle, c.SweepNotifications())
+        except Exception:
+            log.exception("notification sweep failed; trying again next tick")
+
     return app

@@ -17,7 +17,7 @@ from dispatch.db import make_engine
 from dispatch.domain.policy import load_policies
 from dispatch.messagebus import MessageBus
 from infra.db import upgrade
-from notifiers import grammar, templates
+from notifiers import grammar, intake_grammar, templates
 from notifiers.gateway import SentSms
 
 PG_ADMIN = "host=127.0.0.1 port=5432 user=postgres dbname=postgres"
@@ -70,7 +70,8 @@ def make_bus(url: str, clock: Clock | None = None, sms: Any = None,
         policies = {k: p.model_copy(update={"offers": p.offers.model_copy(
             update={"wave_size": wave_size})}) for k, p in policies.items()}
     return bootstrap(make_engine(url), policies, sms=sms or RecordingSms(),
-                     templates=templates.render, grammar=grammar.parse, clock=clock or Clock())
+                     templates=templates.render, grammar=grammar.parse,
+                     intake=intake_grammar.parse_request, clock=clock or Clock())
 
 
 def add_carers(bus: MessageBus, n: int, *, district: str = "광산구",

@@ -25,6 +25,9 @@ KO_PARAMS: dict[str, object] = {
     "status_label": "돌봄 선생님 찾는 중",
     "reason": "no_candidates",
     "codes": "4821, 5932",
+    "child_name": "박서연",
+    "children": "1 박서연, 2 박서준",
+    "hours": "08:00-20:00",
 }
 EN_PARAMS: dict[str, object] = {
     "code": "4821",
@@ -37,6 +40,9 @@ EN_PARAMS: dict[str, object] = {
     "status_label": "finding a carer",
     "reason": "no_candidates",
     "codes": "4821, 5932",
+    "child_name": "Park Seoyeon",
+    "children": "1 Park Seoyeon, 2 Park Seojun",
+    "hours": "08:00-20:00",
 }
 ALL_KINDS = [
     "request_received",
@@ -59,6 +65,12 @@ ALL_KINDS = [
     "job_cancelled",
     "arrived",
     "completed",
+    "intake_confirm",
+    "intake_which_child",
+    "intake_refused",
+    "intake_outside_hours",
+    "intake_cancelled",
+    "intake_expired",
 ]
 
 
