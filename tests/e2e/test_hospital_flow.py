@@ -114,3 +114,30 @@ def test_status_callbacks_from_twilio_reach_the_timeline(system: Running) -> Non
                      and e["detail"]["to"] == mask(carer["phone"])), None)
 
     wait_for(lambda: offer_status() == "delivered", 10, "the offer to show as delivered")
+
+
+def test_a_parent_asks_for_care_by_sms_in_two_messages(system: Running) -> None:
+    carer = system.carer("문자접수", "010-5555-0301")
+    system.family("010-7777-0301")
+    assert system.reply("010-7777-0301", "병원 내일 10-14").status_code == 200
+    question = system.sms_to("+821077770301", "네")
+    assert "10:00" in question["body"]
+    assert system.reply("010-7777-0301", "네").status_code == 200
+    received = system.sms_to("+821077770301", "접수")
+    code = next(word for word in received["body"].replace("번", " ").split()
+                if word.isdigit() and len(word) == 4)
+    system.sms_to(carer["phone"], f"네 {code}")
+    requests = system.http.get("/v1/requests").json()
+    asked = [r for r in requests if r["code"] == code]
+    assert len(asked) == 1 and asked[0]["channel"] == "sms"
+
+
+def test_an_english_speaking_carer_gets_english_offers(system: Running) -> None:
+    r = system.post("/v1/carers", {"name": "Jane Park", "phone": "010-5555-0401",
+                                   "districts": ["광산구"], "skills": ["hospital"], "lang": "en"})
+    assert r.status_code == 201
+    assert system.http.put(f"/v1/carers/{r.json()['id']}/duty", json={"on_duty": True}
+                           ).status_code == 200
+    created = system.request(system.family("010-7777-0401"), day_offset=4)
+    offer = system.sms_to("+821055550401", created["code"])
+    assert f"YES {created['code']}" in offer["body"] and "네" not in offer["body"]
