@@ -23,6 +23,7 @@ from dispatch import commands as c
 from dispatch import orm
 from dispatch.domain.model import Actor, OfferStatus, RequestStatus
 from dispatch.domain.policy import ServicePolicy
+from dispatch.handlers.matching import offer_next
 from dispatch.ports import Clock, SmsSender, SmsTemplates
 from dispatch.records import Notification, NotificationStatus
 from dispatch.unit_of_work import UnitOfWork
@@ -244,8 +245,6 @@ def _offer_undelivered(uow: UnitOfWork, note: Notification, now: datetime,
                        policies: Mapping[str, ServicePolicy], dispatcher_phone: str | None
                        ) -> None:
     """The carer never got the offer: count it as a NO and offer the next carer at once."""
-    from dispatch.handlers import offer_next
-
     request = uow.requests.get(note.request_id, for_update=True) if note.request_id else None
     carer = uow.carers.by_phone(note.recipient)
     if request is None or carer is None:

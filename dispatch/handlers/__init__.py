@@ -1,0 +1,33 @@
+"""Handlers: plain functions, one per command, each one transaction.
+
+Every handler is idempotent. A message from Kafka is applied once per `event_id` (the
+inbox), an SMS is queued once per (event, recipient, kind), and every transition checks
+the current state first, so a replay changes nothing and sends nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from dispatch import commands as c
+from dispatch.handlers import delivery, dispatcher, inbound, intake, matching, registration
+from dispatch.handlers.registration import ROLES, hash_token
+
+__all__ = ["HANDLERS", "ROLES", "hash_token"]
+
+HANDLERS: dict[type[c.Command], Callable[..., Any]] = {
+    c.RegisterCarer: registration.register_carer,
+    c.SetDuty: registration.set_duty,
+    c.RegisterFamily: registration.register_family,
+    c.CreateToken: registration.create_token,
+    c.SubmitRequest: intake.submit_request,
+    c.StartMatching: matching.start_matching,
+    c.ReceiveSms: inbound.receive_sms,
+    c.HandleInboundSms: inbound.handle_inbound_sms,
+    c.DeliverNotification: delivery.deliver_notification,
+    c.SweepNotifications: delivery.sweep_notifications,
+    c.RecordDeliveryStatus: delivery.record_delivery_status,
+    c.CancelRequest: dispatcher.cancel_request,
+    c.AssignCarer: dispatcher.assign_carer,
+}

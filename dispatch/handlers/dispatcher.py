@@ -1,0 +1,87 @@
+"""What a dispatcher (or a parent) can do to a request: cancel it, assign a carer."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime, timedelta
+from typing import Any
+
+from dispatch import commands as c
+from dispatch.domain.errors import Conflict, NotFound
+from dispatch.domain.model import Actor, Request, RequestStatus
+from dispatch.domain.policy import ServicePolicy
+from dispatch.handlers.common import local_time, place_of
+from dispatch.ports import Clock
+from dispatch.unit_of_work import UnitOfWork
+from schemas import messages as m
+
+
+def cancel_open_request(uow: UnitOfWork, request: Request, now: datetime, actor: Actor, reason: str) -> None:
+    carer_id = request.carer_id
+    request.cancel(now, actor, reason)
+    uow.emit(m.RequestCancelled(request_id=request.id), key=request.id, now=now)
+    family = uow.families.get(request.family_id)
+    if family is not None:
+        uow.notify(event_id=f"cancelled:{request.id}", recipient=family.guardian_phone,
+                   kind="cancelled", lang=family.lang, request_id=request.id, now=now,
+                   params={"code": request.code})
+    carer = uow.carers.get(carer_id) if carer_id else None
+    if carer is not None:
+        uow.notify(event_id=f"cancelled:{request.id}", recipient=carer.phone,
+                   kind="job_cancelled", lang=carer.lang, request_id=request.id, now=now,
+                   params={"code": request.code})
+
+
+def cancel_request(cmd: c.CancelRequest, uow: UnitOfWork, clock: Clock, **_: Any) -> Request:
+    now = clock()
+    with uow:
+        request = uow.requests.get(cmd.request_id, for_update=True)
+        if request is None:
+            raise NotFound("no such request")
+        if request.status == RequestStatus.CANCELLED:
+            return request
+        cancel_open_request(uow, request, now, Actor(cmd.actor), cmd.reason)
+        uow.commit()
+        return request
+
+
+def assign_carer(cmd: c.AssignCarer, uow: UnitOfWork, clock: Clock,
+                 policies: Mapping[str, ServicePolicy], **_: Any) -> Request:
+    now = clock()
+    with uow:
+        request = uow.requests.get(cmd.request_id, for_update=True)
+        if request is None:
+            raise NotFound("no such request")
+        carer = uow.carers.get(cmd.carer_id)
+        if carer is None:
+            raise NotFound("no such carer")
+        if request.carer_id == carer.id and request.status == RequestStatus.ASSIGNED:
+            return request
+        if request.status not in (RequestStatus.RECEIVED, RequestStatus.MATCHING,
+                                  RequestStatus.ESCALATED):
+            raise Conflict(f"request is {request.status}", code="not_assignable")
+        policy = policies[request.service]
+        buffer = timedelta(minutes=policy.travel_buffer_minutes)
+        if uow.carers.overlapping(carer.id, request.start - buffer, request.end + buffer):
+            raise Conflict("the carer is busy in that window", code="carer_busy")
+        if request.open_offer_for(carer.id) is None:
+            request.make_offers([carer.id], now, now + timedelta(minutes=1))
+        result = request.accept(carer.id, now)
+        assert result.won and result.assignment is not None
+        request.record(now, "dispatcher_assigned", Actor.DISPATCHER,
+                       {"dispatcher": cmd.dispatcher, "carer_id": carer.id})
+        family = uow.families.get(request.family_id)
+        if family is not None:
+            uow.notify(event_id=f"assigned:{result.assignment.id}",
+                       recipient=family.guardian_phone, kind="assigned", lang=family.lang,
+                       request_id=request.id, now=now,
+                       params={"code": request.code, "carer_name": carer.name,
+                               "start": local_time(request.start, policy)})
+        uow.notify(event_id=f"assigned:{result.assignment.id}", recipient=carer.phone,
+                   kind="accepted_ack", lang=carer.lang, request_id=request.id, now=now,
+                   params={"code": request.code, "place": place_of(request),
+                           "start": local_time(request.start, policy)})
+        uow.emit(m.RequestAssigned(request_id=request.id, carer_id=carer.id,
+                                   assignment_id=result.assignment.id), key=request.id, now=now)
+        uow.commit()
+        return request
