@@ -7,13 +7,15 @@ gives the same figures whichever API replica is scraped and however many workers
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Annotated
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Depends, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.core import CollectorRegistry, GaugeMetricFamily
 from prometheus_client.registry import Collector
 from sqlalchemy import Engine, func, select
 
+from api.auth import Caller, require
 from dispatch import orm
 from dispatch.db import READ_ONLY
 
@@ -52,6 +54,18 @@ class StoreCollector(Collector):
         yield codes
         yield GaugeMetricFamily("dolbom_outbox_backlog", "Outbox rows not yet on Kafka",
                                 value=outbox or 0)
+
+
+@router.get("/v1/sms/backlog")
+def sms_backlog(request: Request,
+                _: Annotated[Caller, Depends(require("dispatcher"))]) -> dict[str, object]:
+    """The SMS queue as the console shows it: how many are owed, and by state."""
+    n = orm.notifications.c
+    engine: Engine = request.app.state.engine
+    with engine.connect().execution_options(**{READ_ONLY: True}) as conn:
+        rows = conn.execute(select(n.status, func.count()).group_by(n.status)).all()
+    by_status = {status: count for status, count in rows}
+    return {"backlog": sum(by_status.get(s, 0) for s in SMS_QUEUED), "by_status": by_status}
 
 
 @router.get("/metrics", include_in_schema=False)

@@ -106,3 +106,12 @@ def test_metrics_count_requests_and_the_sms_backlog(app: FastAPI, client: TestCl
     assert 'dolbom_requests{status="received"} 1.0' in body
     assert "dolbom_sms_backlog 1.0" in body          # the parent's "received" SMS
     assert "dolbom_outbox_backlog 3.0" in body       # request.received, sms.requested, sms.received
+
+
+def test_sms_backlog_for_the_console_needs_a_dispatcher(app: FastAPI, client: TestClient) -> None:
+    bus = app.state.bus
+    bus.handle(hospital_request(add_family(bus), start=_tomorrow_10()))
+    assert client.get("/v1/sms/backlog").status_code == 401
+    token = bus.handle(c.CreateToken(name="board", role="dispatcher"))
+    body = client.get("/v1/sms/backlog", headers={"Authorization": f"Bearer {token}"}).json()
+    assert body == {"backlog": 1, "by_status": {"pending": 1}}

@@ -222,3 +222,15 @@ def test_opted_out_recipient_is_skipped(db_url: str) -> None:
     with make_engine(db_url).connect() as conn:
         status = conn.scalar(select(orm.requests.c.status))
     assert status == "escalated"
+
+
+def test_start_opts_back_in_and_the_carer_is_offered_again(db_url: str) -> None:
+    bus = make_bus(db_url)
+    carer = add_carers(bus, 1)[0]
+    assert _sms(bus, db_url, carer.phone, "STOP", "SMstop") == "opted_out"
+    assert _sms(bus, db_url, carer.phone, "START", "SMstart") == "opted_in"
+    request, _ = bus.handle(hospital_request(add_family(bus)))
+    assert bus.handle(c.StartMatching(request_id=request.id, event_id="m1")) == 1
+    # Twilio answers STOP and START itself: we send nothing back.
+    assert _count(db_url, orm.notifications, orm.notifications.c.recipient == carer.phone,
+                  orm.notifications.c.kind != "offer") == 0
