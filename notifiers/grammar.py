@@ -108,10 +108,13 @@ def _is_edge_noise(ch: str) -> bool:
     return unicodedata.category(ch)[0] in "PSZCM"
 
 
-def _normalize(text: str) -> str:
-    # NFKC folds full-width Latin/digits/space from Korean IMEs to ASCII and composes any
-    # decomposed Hangul; format characters (zero-width space, BOM, joiners) are invisible to the
-    # sender, so they are dropped rather than allowed to break a match.
+def fold(text: str) -> str:
+    """The text as a command reader sees it (case kept): shared by every SMS grammar.
+
+    NFKC folds full-width Latin/digits/space from Korean IMEs to ASCII and composes any
+    decomposed Hangul; format characters (zero-width space, BOM, joiners) are invisible to
+    the sender, so they are dropped rather than allowed to break a match.
+    """
     folded = unicodedata.normalize("NFKC", text)
     visible = "".join(ch for ch in folded if unicodedata.category(ch) != "Cf")
     start, end = 0, len(visible)
@@ -119,7 +122,11 @@ def _normalize(text: str) -> str:
         start += 1
     while end > start and _is_edge_noise(visible[end - 1]):
         end -= 1
-    return visible[start:end].upper()
+    return visible[start:end]
+
+
+def _normalize(text: str) -> str:
+    return fold(text).upper()
 
 
 def parse(text: str) -> ParsedSms:

@@ -33,12 +33,13 @@ I/O; `parse_request` never raises for any `str`.
 from __future__ import annotations
 
 import re
-import unicodedata
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from typing import Final
 from zoneinfo import ZoneInfo
+
+from notifiers.grammar import fold
 
 HOSPITAL: Final = "hospital"
 EMERGENCY_CENTER: Final = "emergency-center"
@@ -99,19 +100,8 @@ _FILLER = re.compile(_alternation(FILLER_WORDS))
 _GAP = re.compile(r"[\s,.]*")
 
 
-def _is_edge_noise(ch: str) -> bool:
-    return unicodedata.category(ch)[0] in "PSZCM"
-
-
 def _normalize(text: str) -> str:
-    folded = unicodedata.normalize("NFKC", text)
-    visible = "".join(ch for ch in folded if unicodedata.category(ch) != "Cf")
-    start, end = 0, len(visible)
-    while start < end and _is_edge_noise(visible[start]):
-        start += 1
-    while end > start and _is_edge_noise(visible[end - 1]):
-        end -= 1
-    return visible[start:end].lower()
+    return fold(text).lower()
 
 
 def _meridiem(pre: str | None, suf: str | None) -> str | None:
