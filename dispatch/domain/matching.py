@@ -34,20 +34,26 @@ def is_qualified(carer: Carer, policy: ServicePolicy, district: str | None) -> b
 def select_candidates(policy: ServicePolicy, carers: Iterable[Carer], *, district: str | None,
                       busy: set[str], exclude: set[str], jobs_today: Mapping[str, int],
                       lat: float | None = None, lon: float | None = None,
-                      limit: int | None = None) -> list[Candidate]:
+                      limit: int | None = None,
+                      previous_location: Mapping[str, tuple[float, float]] | None = None,
+                      ) -> list[Candidate]:
     """Qualified, on duty, serving the district, not opted out, free for the window.
 
-    Ranked by distance from home when both sides have coordinates (unknown distance
-    sorts last), then by fewest jobs today (spreading work fairly), then by rating.
+    Ranked by distance when both sides have coordinates (unknown distance sorts last), then
+    by fewest jobs today (spreading work fairly), then by rating. The distance is from where
+    the carer will be: `previous_location[carer id]` (the place of the job they finish
+    before this one on the same day) when given, else their home.
     """
     picked: list[Candidate] = []
     for carer in carers:
         if carer.id in busy or carer.id in exclude or not is_qualified(carer, policy, district):
             continue
         distance = None
-        if lat is not None and lon is not None and carer.home_lat is not None \
-                and carer.home_lon is not None:
-            distance = haversine_km(lat, lon, carer.home_lat, carer.home_lon)
+        here = (previous_location or {}).get(carer.id)
+        if here is None and carer.home_lat is not None and carer.home_lon is not None:
+            here = (carer.home_lat, carer.home_lon)
+        if lat is not None and lon is not None and here is not None:
+            distance = haversine_km(lat, lon, *here)
         picked.append(Candidate(carer, distance, jobs_today.get(carer.id, 0)))
     picked.sort(key=lambda c: (c.distance_km is None, c.distance_km or 0.0, c.jobs_today,
                                -c.carer.rating, c.carer.id))

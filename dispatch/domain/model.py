@@ -44,6 +44,7 @@ class OfferStatus(StrEnum):
     DECLINED = "declined"
     EXPIRED = "expired"
     RESCINDED = "rescinded"
+    WITHDRAWN = "withdrawn"  # accepted, then the carer pulled out (Request.withdraw)
 
 
 class Actor(StrEnum):
@@ -275,6 +276,33 @@ class Request:
         self.record(now, "offer_declined", Actor.CARER, {"carer_id": carer_id})
         return True
 
+    def expire_offers(self, now: datetime) -> list[Offer]:
+        """Open offers whose answer window has closed become expired (one timeline entry each)."""
+        expired = [o for o in self.offers if o.is_open and o.expires_at <= now]
+        for offer in expired:
+            offer.status = OfferStatus.EXPIRED
+            self.record(now, "offer_expired", Actor.SYSTEM, {"carer_id": offer.carer_id})
+        return expired
+
+    def withdraw(self, carer_id: str, now: datetime) -> Assignment:
+        """The assigned carer pulls out before arriving: back to matching, without them.
+
+        Their offer stays on record (as withdrawn), so they are never offered this job again.
+        """
+        assignment = self.active_assignment
+        if self.status != RequestStatus.ASSIGNED or self.carer_id != carer_id \
+                or assignment is None:
+            raise Conflict(f"request is {self.status}", code="not_assigned_to_you")
+        assignment.active = False
+        for offer in self.offers:
+            if offer.carer_id == carer_id and offer.status == OfferStatus.ACCEPTED:
+                offer.status = OfferStatus.WITHDRAWN
+        self.status = RequestStatus.MATCHING
+        self.carer_id = None
+        self.record(now, "withdrawn", Actor.CARER,
+                    {"carer_id": carer_id, "assignment_id": assignment.id})
+        return assignment
+
     def mark_arrived(self, carer_id: str, now: datetime) -> None:
         if self.status != RequestStatus.ASSIGNED or self.carer_id != carer_id:
             raise Conflict(f"request is {self.status}", code="not_assigned_to_you")
@@ -289,7 +317,7 @@ class Request:
         self.open_code = None
         self.record(now, "completed", Actor.CARER, {"carer_id": carer_id})
 
-    def cancel(self, now: datetime, actor: Actor, reason: str) -> None:
+    def cancel(self, now: datetime, actor: Actor, reason: str, by: str | None = None) -> None:
         if not self.is_open or self.status == RequestStatus.IN_PROGRESS:
             raise Conflict(f"request is {self.status}, it can't be cancelled",
                            code="not_cancellable")
@@ -300,4 +328,16 @@ class Request:
                 offer.status = OfferStatus.RESCINDED
         for a in self.assignments:
             a.active = False
-        self.record(now, "cancelled", actor, {"reason": reason})
+        self.record(now, "cancelled", actor,
+                    {"reason": reason, **({"by": by} if by is not None else {})})
+
+    def take_place(self, carer_id: str, now: datetime, actor: Actor = Actor.SYSTEM,
+                   detail: dict[str, Any] | None = None) -> None:
+        """Centre mode: the child has a place in this carer's group. No offer and no YES:
+        the place was free under the ratio (dispatch/domain/centers.py)."""
+        if self.status not in (RequestStatus.RECEIVED, RequestStatus.MATCHING,
+                               RequestStatus.ESCALATED):
+            raise Conflict(f"request is {self.status}", code="not_assignable")
+        self.status = RequestStatus.ASSIGNED
+        self.carer_id = carer_id
+        self.record(now, "assigned", actor, {"carer_id": carer_id, **(detail or {})})

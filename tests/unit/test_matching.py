@@ -240,3 +240,27 @@ def test_selection_property(pool: list[dict[str, Any]], district: str | None,
                                  exclude=exclude, jobs_today=jobs, lat=at[0] if at else None,
                                  lon=at[1] if at else None)
         assert got == ids(full)[:limit]
+
+
+# -- where the carer will be: the previous job's place, else home ---------------------------
+
+def test_previous_job_location_replaces_home(hospital: ServicePolicy) -> None:
+    carers = [carer("home-far-but-next-door-today", home=FAR), carer("home-middle", home=MIDDLE)]
+    without = select(hospital, carers, lat=HOSPITAL_AT[0], lon=HOSPITAL_AT[1])
+    assert ids(without) == ["home-middle", "home-far-but-next-door-today"]
+    picked = select(hospital, carers, lat=HOSPITAL_AT[0], lon=HOSPITAL_AT[1],
+                    previous_location={"home-far-but-next-door-today": NEAR})
+    assert ids(picked) == ["home-far-but-next-door-today", "home-middle"]
+    assert picked[0].distance_km == pytest.approx(haversine_km(*HOSPITAL_AT, *NEAR))
+    assert picked[1].distance_km == pytest.approx(haversine_km(*HOSPITAL_AT, *MIDDLE))
+
+
+def test_previous_job_location_gives_a_distance_to_a_carer_without_a_home(
+        hospital: ServicePolicy) -> None:
+    carers = [carer("no-home"), carer("home-far", home=FAR)]
+    picked = select(hospital, carers, lat=HOSPITAL_AT[0], lon=HOSPITAL_AT[1],
+                    previous_location={"no-home": MIDDLE, "someone-else": NEAR})
+    assert ids(picked) == ["no-home", "home-far"]
+    # ... and none without the request's own coordinates.
+    assert [c.distance_km for c in select(hospital, carers,
+                                          previous_location={"no-home": MIDDLE})] == [None, None]

@@ -349,7 +349,7 @@ def write_variant(folder: Path, name: str, old: str, new: str) -> Path:
     ('mode = "visit"', 'mode = "home"', ["mode"]),
     ("max_age_months = 155", "max_age_months = -1", ["max_age_months"]),
     ('timezone = "Asia/Seoul"', 'timezone = "Asia/Seol"', ["timezone", "Asia/Seol"]),
-    ('strategy = "broadcast"', 'strategy = "shout"', ["offers.strategy"]),
+    ('strategy = "waves"', 'strategy = "shout"', ["offers.strategy"]),
     ("timeout_s = 600", "timeout = 600", ["offers.timeout"]),
 ])
 def test_bad_policy_file_names_file_and_field(tmp_path: Path, old: str, new: str,

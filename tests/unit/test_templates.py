@@ -28,6 +28,8 @@ KO_PARAMS: dict[str, object] = {
     "child_name": "박서연",
     "children": "1 박서연, 2 박서준",
     "hours": "08:00-20:00",
+    "center": "광주긴급아이돌봄센터",
+    "fee": "12,000원",
 }
 EN_PARAMS: dict[str, object] = {
     "code": "4821",
@@ -43,6 +45,8 @@ EN_PARAMS: dict[str, object] = {
     "child_name": "Park Seoyeon",
     "children": "1 Park Seoyeon, 2 Park Seojun",
     "hours": "08:00-20:00",
+    "center": "Gwangju Emergency Childcare Centre",
+    "fee": "KRW 12,000",
 }
 ALL_KINDS = [
     "request_received",
@@ -71,6 +75,14 @@ ALL_KINDS = [
     "intake_outside_hours",
     "intake_cancelled",
     "intake_expired",
+    "offer_rescinded",
+    "carer_withdrew",
+    "withdrawn_ack",
+    "center_child_arriving",
+    "center_booked",
+    "center_pickup_reminder",
+    "center_provisional",
+    "center_confirmed",
 ]
 
 
@@ -292,3 +304,65 @@ def test_is_gsm7() -> None:
     assert not is_gsm7("안녕")
     assert not is_gsm7("tab\there")
     assert not is_gsm7("`")
+
+
+# --- centre mode ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("center", ["광주긴급아이돌봄센터", "서구긴급아이돌봄센터"])
+@pytest.mark.parametrize("child_name", ["서연", "민수", "하늘별"])
+@pytest.mark.parametrize("fee", ["", "8,000원", "120,000원"])
+@pytest.mark.parametrize("kind", ["center_child_arriving", "center_booked", "center_confirmed"])
+def test_centre_texts_fit_one_segment_with_both_centres(kind: str, center: str,
+                                                          child_name: str, fee: str) -> None:
+    text = render(kind, {**KO_PARAMS, "center": center, "child_name": child_name, "fee": fee})
+    assert sms_segments(text) == 1, (ucs2_length(text), text)
+    assert center in text
+
+
+@pytest.mark.parametrize("lang", ["ko", "en"])
+def test_centre_booking_without_a_fee_says_nothing_about_a_fee(lang: str) -> None:
+    params = KO_PARAMS if lang == "ko" else EN_PARAMS
+    priced = render("center_booked", params, lang=lang)
+    unpriced = render("center_booked", {**params, "fee": ""}, lang=lang)
+    assert str(params["fee"]) in priced
+    assert ("요금" in priced) if lang == "ko" else ("Fee" in priced)
+    assert "요금" not in unpriced and "Fee" not in unpriced
+    assert "  " not in unpriced and not unpriced.endswith(("요금", "Fee", "Fee ."))
+    for value in ("4821", params["center"], "11/26 10:00", "14:00"):
+        assert str(value) in unpriced, (value, unpriced)
+
+
+def test_centre_texts_carry_what_the_reader_needs() -> None:
+    arriving = render("center_child_arriving", {**KO_PARAMS, "child_name": "서연"})
+    assert "서연" in arriving and "11/26 10:00" in arriving and "광주긴급아이돌봄센터" in arriving
+    # The carer checks the child in with the grammar's ARRIVED command and the job code.
+    assert "도착 4821" in arriving and parse("도착 4821").verb == "arrived"
+    assert "ARRIVED 4821" in render("center_child_arriving", EN_PARAMS, lang="en")
+    assert parse("ARRIVED 4821").verb == "arrived"
+    reminder = render("center_pickup_reminder", KO_PARAMS)
+    assert "4821" in reminder and "보호자만" in reminder
+    assert "guardians named" in render("center_pickup_reminder", EN_PARAMS, lang="en")
+    assert "가예약" in render("center_provisional", KO_PARAMS)
+    assert "확정" in render("center_confirmed", KO_PARAMS)
+
+
+# --- visit-mode engine ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("lang", ["ko", "en"])
+def test_visit_engine_texts_carry_the_code_and_say_what_happens(lang: str) -> None:
+    params = KO_PARAMS if lang == "ko" else EN_PARAMS
+    rescinded = render("offer_rescinded", params, lang=lang)
+    withdrew = render("carer_withdrew", params, lang=lang)
+    ack = render("withdrawn_ack", params, lang=lang)
+    for text in (rescinded, withdrew, ack):
+        assert "4821" in text
+    if lang == "ko":
+        assert "마감" in rescinded and "답장하지 않으셔도" in rescinded
+        assert "못 가게" in withdrew and "다시 찾고" in withdrew
+        assert "취소를 확인" in ack
+    else:
+        assert "closed" in rescinded and "no need to reply" in rescinded
+        assert "can no longer come" in withdrew and "finding another carer" in withdrew
+        assert "no longer on job" in ack
