@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Mapping
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request, Response
+from pydantic import AwareDatetime
 
 from api.auth import Caller, require
 from dispatch import commands as c
 from dispatch import views
+from dispatch.domain.policy import ServicePolicy
 from dispatch.messagebus import MessageBus
 from dispatch.unit_of_work import UnitOfWork
 from schemas import api as body
@@ -28,6 +32,10 @@ def _bus(request: Request) -> MessageBus:
 
 def _uow(request: Request) -> UnitOfWork:
     return request.app.state.uow_factory()  # type: ignore[no-any-return]
+
+
+def _policies(request: Request) -> Mapping[str, ServicePolicy]:
+    return request.app.state.policies  # type: ignore[no-any-return]
 
 
 # -- carers -------------------------------------------------------------------------
@@ -93,7 +101,7 @@ def submit_request(data: body.RequestIn, request: Request, response: Response, c
         idempotency_key=f"{caller.token_id}:{idempotency_key}" if idempotency_key else None))
     response.headers["Location"] = f"/v1/requests/{created.id}"
     with _uow(request) as uow:
-        return views.request_summary(uow, created)
+        return views.request_summary(uow, created, _policies(request))
 
 
 def _visible(caller: Caller, created_by: str | None) -> bool:
@@ -102,12 +110,17 @@ def _visible(caller: Caller, created_by: str | None) -> bool:
 
 @router.get("/requests")
 def list_requests(request: Request, caller: Intake,
-                  status: Annotated[str | None, Query(max_length=20)] = None
+                  status: Annotated[str | None, Query(max_length=20)] = None,
+                  service: Annotated[str | None, Query(max_length=40)] = None,
+                  open: Annotated[bool | None, Query()] = None,
                   ) -> list[dict[str, Any]]:
+    """Newest first; `open=true`: only open requests, most urgent first (escalated, then
+    by start time); `open=false`: only closed ones."""
     with _uow(request) as uow:
         mine = None if caller.role == "dispatcher" else caller.token_id
-        return [views.request_summary(uow, r)
-                for r in uow.requests.recent(status=status, created_by=mine)]
+        return [views.request_summary(uow, r, _policies(request))
+                for r in uow.requests.recent(status=status, created_by=mine, service=service,
+                                             open_only=open)]
 
 
 @router.get("/requests/{request_id}")
@@ -116,17 +129,21 @@ def get_request(request_id: str, request: Request, caller: Intake) -> dict[str, 
         found = uow.requests.get(request_id)
         if found is None or not _visible(caller, found.created_by):
             raise HTTPException(404, "no such request")
-        return views.request_detail(uow, found)
+        return views.request_detail(uow, found, _policies(request))
 
 
 @router.post("/requests/{request_id}/cancel")
 def cancel_request(request_id: str, data: body.CancelIn, request: Request,
-                   caller: Dispatcher) -> dict[str, Any]:
+                   caller: Intake) -> dict[str, Any]:
+    """A dispatcher cancels any request; an intake token (a parent's app) only the requests
+    it created, as the parent: 404 for any other."""
+    parent = caller.role != "dispatcher"
     cancelled = _bus(request).handle(c.CancelRequest(
         request_id=request_id, reason=data.reason or f"cancelled by {caller.name}",
-        actor="dispatcher"))
+        actor="parent" if parent else "dispatcher", by=caller.name,
+        owner_token=caller.token_id if parent else None))
     with _uow(request) as uow:
-        return views.request_summary(uow, cancelled)
+        return views.request_summary(uow, cancelled, _policies(request))
 
 
 @router.post("/requests/{request_id}/assign")
@@ -135,7 +152,26 @@ def assign_carer(request_id: str, data: body.AssignIn, request: Request,
     assigned = _bus(request).handle(c.AssignCarer(request_id=request_id, carer_id=data.carer_id,
                                                   dispatcher=caller.name))
     with _uow(request) as uow:
-        return views.request_summary(uow, assigned)
+        return views.request_summary(uow, assigned, _policies(request))
+
+
+@router.post("/requests/{request_id}/reoffer")
+def reoffer_request(request_id: str, request: Request, caller: Dispatcher) -> dict[str, Any]:
+    """Send the next offers now; 409 unless the request is matching or escalated."""
+    found, offered = _bus(request).handle(c.ReofferRequest(request_id=request_id,
+                                                            dispatcher=caller.name))
+    with _uow(request) as uow:
+        return {**views.request_summary(uow, found, _policies(request)),
+                "offers_sent": offered}
+
+
+@router.post("/requests/{request_id}/notes", status_code=201)
+def add_note(request_id: str, data: body.NoteIn, request: Request,
+             caller: Dispatcher) -> dict[str, Any]:
+    entry = _bus(request).handle(c.AddNote(request_id=request_id, text=data.text,
+                                           dispatcher=caller.name))
+    return {"at": entry.at.isoformat(), "type": entry.type, "actor": entry.actor,
+            "detail": entry.detail}
 
 
 # -- operations ---------------------------------------------------------------------
@@ -172,3 +208,35 @@ def unmatched_sms(request: Request, _: Dispatcher,
                  "received_at": sms.received_at.isoformat(), "sender_kind": sms.sender_kind,
                  "verb": sms.verb, "outcome": sms.outcome}
                 for sms in uow.inbound.unmatched(limit)]
+
+
+# -- centres (centre mode) ----------------------------------------------------------
+
+@router.post("/shifts", status_code=201)
+def add_shift(data: body.ShiftIn, request: Request, _: Dispatcher) -> dict[str, Any]:
+    shift = _bus(request).handle(c.AddShift(carer_id=data.carer_id, center_id=data.center_id,
+                                            start=data.start, end=data.end))
+    return {"id": shift.id, "carer_id": shift.carer_id, "center_id": shift.center_id,
+            "start": shift.start.isoformat(), "end": shift.end.isoformat()}
+
+
+@router.get("/centers/{center_id}/groups")
+def center_groups(center_id: str, request: Request, _: Dispatcher,
+                  at: Annotated[AwareDatetime | None, Query()] = None) -> dict[str, Any]:
+    """Each carer on shift at the centre at `at` (default: now), with their group then."""
+    for policy in _policies(request).values():
+        rules = policy.center
+        center = rules.center(center_id) if rules is not None else None
+        if rules is not None and center is not None:
+            with _uow(request) as uow:
+                return views.center_groups(uow, center, rules, at or datetime.now(UTC))
+    raise HTTPException(404, "no such centre")
+
+
+@router.post("/requests/{request_id}/confirm")
+def confirm_booking(request_id: str, request: Request, caller: Dispatcher) -> dict[str, Any]:
+    """Confirm an infant's provisional place at a centre; 409 if there is none to confirm."""
+    confirmed = _bus(request).handle(c.ConfirmBooking(request_id=request_id,
+                                                      dispatcher=caller.name))
+    with _uow(request) as uow:
+        return views.request_summary(uow, confirmed, _policies(request))

@@ -100,6 +100,9 @@ class CancelRequest(Command):
     request_id: str
     reason: str
     actor: str = "dispatcher"
+    by: str | None = None  # who, by name (the API caller), for the timeline
+    # Set for a parent's app: only a request this token created may be cancelled (else 404).
+    owner_token: str | None = None
 
 
 @dataclass(frozen=True)
@@ -108,6 +111,23 @@ class AssignCarer(Command):
 
     request_id: str
     carer_id: str
+    dispatcher: str
+
+
+@dataclass(frozen=True)
+class ReofferRequest(Command):
+    """A dispatcher's "send the next offers now" for a request still looking for a carer."""
+
+    request_id: str
+    dispatcher: str
+
+
+@dataclass(frozen=True)
+class AddNote(Command):
+    """A dispatcher's note on a request's timeline."""
+
+    request_id: str
+    text: str
     dispatcher: str
 
 
@@ -131,3 +151,29 @@ class RecordDeliveryStatus(Command):
     sid: str
     status: str
     error_code: int | None = None
+
+
+@dataclass(frozen=True)
+class SweepDeadlines(Command):
+    """Expire offers past their answer window and offer the next carers; escalate requests
+    past their SLA (a worker timer; deadlines live in the database, so restarts lose none)."""
+
+    limit: int = 100
+
+
+@dataclass(frozen=True)
+class AddShift(Command):
+    """Centre mode: a carer works at a centre from `start` to `end` (their group's hours)."""
+
+    carer_id: str
+    center_id: str
+    start: datetime
+    end: datetime
+
+
+@dataclass(frozen=True)
+class ConfirmBooking(Command):
+    """A dispatcher confirms an infant's provisional place at a centre."""
+
+    request_id: str
+    dispatcher: str

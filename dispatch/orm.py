@@ -261,6 +261,37 @@ api_tokens = Table(
     Column("revoked", Boolean, nullable=False, server_default=text("false")),
 )
 
+# Centre mode (dispatch/domain/centers.py): carers on shift at a centre, and children's places
+# in their groups. The group ratio is checked under a lock on the shift rows (handlers/centers.py);
+# the database guarantees one active place per request.
+shifts = Table(
+    "shifts", metadata,
+    Column("id", ID, primary_key=True),
+    Column("carer_id", ID, ForeignKey("carers.id"), nullable=False),
+    Column("center_id", String(50), nullable=False),
+    Column("start", UTCDateTime, nullable=False),
+    Column("end", UTCDateTime, nullable=False),
+    Index("ix_shifts_carer_window", "carer_id", "start", "end"),
+    Index("ix_shifts_center_window", "center_id", "start", "end"),
+)
+
+center_bookings = Table(
+    "center_bookings", metadata,
+    Column("id", ID, primary_key=True),
+    Column("request_id", ID, ForeignKey("requests.id"), nullable=False),
+    Column("carer_id", ID, ForeignKey("carers.id"), nullable=False),
+    Column("center_id", String(50), nullable=False),
+    Column("start", UTCDateTime, nullable=False),
+    Column("end", UTCDateTime, nullable=False),
+    Column("sensitive", Boolean, nullable=False),
+    Column("provisional", Boolean, nullable=False),
+    Column("active", Boolean, nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Index("uq_center_bookings_active_request", "request_id", unique=True,
+          sqlite_where=text("active"), postgresql_where=text("active")),
+    Index("ix_center_bookings_carer_window", "carer_id", "start", "end"),
+)
+
 mapper_registry = registry(metadata=metadata)
 _mapped = False
 
@@ -293,5 +324,7 @@ def start_mappers() -> None:
     m(records.ProcessedMessage, processed_messages)
     m(records.ApiToken, api_tokens)
     m(records.SmsDraft, sms_drafts)
+    m(records.Shift, shifts)
+    m(records.CenterBooking, center_bookings)
 
 

@@ -119,3 +119,38 @@ class SmsDraft:
         self.request_id: str | None = None
         self.created_at = created_at
         self.expires_at = expires_at
+
+
+class Shift:
+    """A carer on shift at a centre (centre mode): the group a child can join."""
+
+    def __init__(self, *, carer_id: str, center_id: str, start: datetime, end: datetime,
+                 id: str | None = None) -> None:
+        self.id = id or new_id()
+        self.carer_id = carer_id
+        self.center_id = center_id
+        self.start = start
+        self.end = end
+
+
+class CenterBooking:
+    """A child's place in a carer's group at a centre (dispatch/domain/centers.py).
+
+    `sensitive` is fixed at booking time (under 12 months or disabled: the group goes 1:3);
+    `provisional` until a dispatcher confirms an infant's booking. Visit mode's assignments
+    table is not used for this: its overlap guard would forbid a carer's group of five.
+    """
+
+    def __init__(self, *, request_id: str, carer_id: str, center_id: str, start: datetime,
+                 end: datetime, sensitive: bool, provisional: bool, created_at: datetime,
+                 id: str | None = None, active: bool = True) -> None:
+        self.id = id or new_id()
+        self.request_id = request_id
+        self.carer_id = carer_id
+        self.center_id = center_id
+        self.start = start
+        self.end = end
+        self.sensitive = sensitive
+        self.provisional = provisional
+        self.active = active
+        self.created_at = created_at

@@ -2,23 +2,33 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from datetime import datetime
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime, timedelta
+from typing import Any
 
-from sqlalchemy import and_, func, select
+from sqlalchemy import and_, case, exists, func, or_, select
 from sqlalchemy.orm import Session, selectinload
 
 from dispatch import orm
 from dispatch.domain.model import (
     ACCEPTING_STATUSES,
+    OPEN_STATUSES,
     Assignment,
     Carer,
     Family,
     Offer,
     OfferStatus,
     Request,
+    RequestStatus,
 )
-from dispatch.records import ApiToken, InboundSms, Notification, SmsDraft
+from dispatch.records import (
+    ApiToken,
+    CenterBooking,
+    InboundSms,
+    Notification,
+    Shift,
+    SmsDraft,
+)
 
 
 class Requests:
@@ -61,13 +71,60 @@ class Requests:
             .order_by(orm.requests.c.created_at.desc())))
 
     def recent(self, status: str | None = None, created_by: str | None = None,
-               limit: int = 200) -> Sequence[Request]:
-        stmt = select(Request).order_by(orm.requests.c.created_at.desc()).limit(limit)
+               limit: int = 200, *, service: str | None = None,
+               open_only: bool | None = None) -> Sequence[Request]:
+        """Newest first. `open_only=True`: open requests only, most urgent first
+        (escalated ones, then by start time); `open_only=False`: closed ones only."""
+        r = orm.requests.c
+        open_values = sorted(s.value for s in OPEN_STATUSES)
+        if open_only:
+            escalated_first = case((r.status == RequestStatus.ESCALATED.value, 0), else_=1)
+            stmt = select(Request).order_by(escalated_first, r.start, r.created_at, r.id)
+        else:
+            stmt = select(Request).order_by(r.created_at.desc())
+        stmt = stmt.limit(limit)
         if status:
-            stmt = stmt.where(orm.requests.c.status == status)
+            stmt = stmt.where(r.status == status)
         if created_by:
-            stmt = stmt.where(orm.requests.c.created_by == created_by)
+            stmt = stmt.where(r.created_by == created_by)
+        if service:
+            stmt = stmt.where(r.service == service)
+        if open_only is not None:
+            stmt = stmt.where(r.status.in_(open_values) if open_only
+                              else r.status.not_in(open_values))
         return self.session.scalars(stmt).all()
+
+    def bookings_of_child(self, child_id: str, service: str, *, since: datetime,
+                          before: datetime, statuses: Iterable[str]
+                          ) -> list[tuple[datetime, datetime]]:
+        """(start, end) of this child's requests for `service` in the given statuses that
+        start in [since, before): what counts towards a monthly subsidy cap."""
+        r = orm.requests.c
+        stmt = select(r.start, r.end).where(
+            r.child_id == child_id, r.service == service, r.status.in_(list(statuses)),
+            r.start >= since, r.start < before).order_by(r.start)
+        return [(start, end) for start, end in self.session.execute(stmt)]
+
+
+    def deadlines_due(self, now: datetime, escalate_after_s: Mapping[str, int],
+                      limit: int = 100) -> list[str]:
+        """Ids of requests of these services with a deadline passed, oldest first: an open
+        offer past its answer window (matching or escalated), or still matching after the
+        service's SLA (`escalate_after_s[service]` seconds from its creation)."""
+        if not escalate_after_s:
+            return []
+        r, o = orm.requests.c, orm.offers.c
+        offer_due = exists().where(o.request_id == r.id, o.status == OfferStatus.OPEN.value,
+                                   o.expires_at <= now)
+        sla_due = or_(*(and_(r.service == service, r.created_at <= now - timedelta(seconds=s))
+                        for service, s in escalate_after_s.items()))
+        matching, escalated = RequestStatus.MATCHING.value, RequestStatus.ESCALATED.value
+        stmt = select(r.id).where(
+            r.service.in_(list(escalate_after_s)),
+            or_(and_(r.status.in_([matching, escalated]), offer_due),
+                and_(r.status == matching, sla_due)),
+        ).order_by(r.created_at, r.id).limit(limit)
+        return list(self.session.scalars(stmt))
 
 
 class Carers:
@@ -116,6 +173,26 @@ class Carers:
                 and_(o.carer_id == carer_id, o.status == OfferStatus.OPEN.value,
                      o.expires_at > now, r.status.in_([s.value for s in ACCEPTING_STATUSES]))))
         return [(offer, code) for offer, code in rows]
+
+    def previous_locations(self, since: datetime, until: datetime
+                           ) -> dict[str, tuple[float, float]]:
+        """(lat, lon) of the place of each carer's last job ending in [since, until], for
+        carers whose last such job has coordinates: where they will set off from next."""
+        a, r = orm.assignments.c, orm.requests.c
+        rows = self.session.execute(
+            select(a.carer_id, r.location).join(orm.requests, r.id == a.request_id)
+            .where(a.active.is_(True), a.end >= since, a.end <= until)
+            .order_by(a.end, a.id))
+        last: dict[str, Any] = {}
+        for carer_id, location in rows:
+            last[carer_id] = location  # ordered by end: the latest job wins
+        found: dict[str, tuple[float, float]] = {}
+        for carer_id, location in last.items():
+            lat, lon = (location or {}).get("lat"), (location or {}).get("lon")
+            if isinstance(lat, int | float) and isinstance(lon, int | float) \
+                    and not isinstance(lat, bool) and not isinstance(lon, bool):
+                found[carer_id] = (float(lat), float(lon))
+        return found
 
     def overlapping(self, carer_id: str, start: datetime, end: datetime) -> list[Assignment]:
         a = orm.assignments.c
@@ -230,3 +307,84 @@ class Tokens:
         t = orm.api_tokens.c
         return self.session.scalars(select(ApiToken).where(
             t.token_hash == token_hash, t.revoked.is_(False))).first()
+
+
+class Centers:
+    """Centre mode: carers' shifts at a centre and the places booked in their groups."""
+
+    def __init__(self, session: Session) -> None:
+        self.session = session
+
+    def add_shift(self, shift: Shift) -> None:
+        self.session.add(shift)
+
+    def add_booking(self, booking: CenterBooking) -> None:
+        self.session.add(booking)
+
+    def lock_carer(self, carer_id: str) -> Carer | None:
+        """The carer, with its row locked: one shift change for a carer at a time."""
+        return self.session.get(Carer, carer_id, with_for_update=True, populate_existing=True)
+
+    def shifts_of_carer(self, carer_id: str, start: datetime, end: datetime) -> list[Shift]:
+        """This carer's shifts overlapping [start, end), at any centre."""
+        s = orm.shifts.c
+        return list(self.session.scalars(select(Shift).where(
+            s.carer_id == carer_id, s.start < end, s.end > start).order_by(s.start, s.id)))
+
+    def shifts_covering(self, center_id: str, start: datetime, end: datetime, *,
+                        lock: bool = False) -> list[Shift]:
+        """The shifts at this centre that cover all of [start, end].
+
+        lock=True takes their row locks, in id order (so two bookings never wait on each
+        other crosswise): two bookings racing for a place in one group then run one after
+        the other on PostgreSQL. SQLite already runs writers one at a time.
+        """
+        s = orm.shifts.c
+        stmt = select(Shift).where(s.center_id == center_id, s.start <= start,
+                                   s.end >= end).order_by(s.id)
+        if lock:
+            stmt = stmt.with_for_update().execution_options(populate_existing=True)
+        return list(self.session.scalars(stmt))
+
+    def shifts_at(self, center_id: str, at: datetime) -> list[Shift]:
+        s = orm.shifts.c
+        return list(self.session.scalars(select(Shift).where(
+            s.center_id == center_id, s.start <= at, s.end > at).order_by(s.start, s.id)))
+
+    def _taking_places(self) -> Any:
+        """A booking holds its place while it is active and its request is assigned or in
+        progress: a cancelled or completed request frees the place, whoever changed it."""
+        b, r = orm.center_bookings.c, orm.requests.c
+        return and_(b.active.is_(True), exists().where(
+            r.id == b.request_id,
+            r.status.in_([RequestStatus.ASSIGNED.value, RequestStatus.IN_PROGRESS.value])))
+
+    def bookings_of(self, carer_ids: Iterable[str], start: datetime,
+                    end: datetime) -> list[CenterBooking]:
+        """The places these carers' groups hold during [start, end)."""
+        ids = list(carer_ids)
+        if not ids:
+            return []
+        b = orm.center_bookings.c
+        return list(self.session.scalars(
+            select(CenterBooking).where(b.carer_id.in_(ids), b.start < end, b.end > start,
+                                        self._taking_places())
+            .order_by(b.start, b.id).execution_options(populate_existing=True)))
+
+    def booking_for(self, request_id: str, *, for_update: bool = False) -> CenterBooking | None:
+        """The request's active place, if it has one."""
+        b = orm.center_bookings.c
+        stmt = select(CenterBooking).where(b.request_id == request_id, b.active.is_(True))
+        if for_update:
+            stmt = stmt.with_for_update().execution_options(populate_existing=True)
+        return self.session.scalars(stmt).first()
+
+    def bookings_for(self, request_ids: Iterable[str]) -> dict[str, CenterBooking]:
+        """Active places of these requests, by request id (for lists)."""
+        ids = list(request_ids)
+        if not ids:
+            return {}
+        b = orm.center_bookings.c
+        rows = self.session.scalars(select(CenterBooking).where(
+            b.request_id.in_(ids), b.active.is_(True)))
+        return {row.request_id: row for row in rows}

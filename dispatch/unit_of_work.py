@@ -28,6 +28,7 @@ class UnitOfWork:
     inbound: repository.InboundMessages
     tokens: repository.Tokens
     drafts: repository.Drafts
+    centers: repository.Centers
     session: Session
 
     def __init__(self, session_factory: sessionmaker[Session]) -> None:
@@ -42,6 +43,7 @@ class UnitOfWork:
         self.inbound = repository.InboundMessages(self.session)
         self.tokens = repository.Tokens(self.session)
         self.drafts = repository.Drafts(self.session)
+        self.centers = repository.Centers(self.session)
         return self
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,

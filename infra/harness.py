@@ -118,7 +118,8 @@ def running_system(tmp: Path, **settings: Any) -> Iterator[Running]:
     with TwilioStub() as stub:
         config = Settings(database_url=f"sqlite:///{tmp / 'dolbom.db'}",
                           public_url=f"http://127.0.0.1:{port}",
-                          worker_id=f"dolbom-e2e-{uuid.uuid4().hex[:6]}", **settings)
+                          worker_id=f"dolbom-e2e-{uuid.uuid4().hex[:6]}",
+                          data_dir=tmp / "var", **settings)
         system = LocalSystem(config, var=tmp / "var", port=port, extra_env=stub.env())
         try:
             system.start()

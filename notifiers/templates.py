@@ -52,6 +52,16 @@ PARAMS: Final[Mapping[str, tuple[str, ...]]] = {
     "intake_outside_hours": ("service_label", "hours"),
     "intake_cancelled": (),
     "intake_expired": (),
+    # Visit-mode engine (dispatch/handlers/matching.py): offers closed, a carer pulling out.
+    "offer_rescinded": ("code",),
+    "carer_withdrew": ("code",),
+    "withdrawn_ack": ("code",),
+    # Centre mode (dispatch/handlers/centers.py): a place in a carer's group at a centre.
+    "center_child_arriving": ("code", "child_name", "start", "center"),
+    "center_booked": ("code", "center", "start", "end", "fee"),
+    "center_pickup_reminder": ("code",),
+    "center_provisional": ("code",),
+    "center_confirmed": ("code", "center", "start"),
 }
 
 KINDS: Final[frozenset[str]] = frozenset(PARAMS)
@@ -183,6 +193,57 @@ _TEMPLATES: Final[Mapping[str, Mapping[str, str]]] = {
         EN: _BRAND_EN + "15 minutes have passed, so nothing was booked. Please send it again, "
         "e.g. hospital tomorrow 10-14",
     },
+    # To a carer still holding an offer when another carer took the job or it was cancelled:
+    # no reason given (either way the answer is "don't go"), and no reply needed.
+    "offer_rescinded": {
+        KO: _BRAND_KO + "{code}번 요청은 마감됐어요. 답장하지 않으셔도 돼요. 감사합니다.",
+        EN: _BRAND_EN + "job {code} is closed, so no need to reply. Thank you.",
+    },
+    # Honest: the carer who took the job can't come, and we are looking again (no name, no
+    # blame: the parent needs to know what happens next, not why).
+    "carer_withdrew": {
+        KO: _BRAND_KO + "{code}번 요청의 선생님이 사정상 못 가게 됐어요. 다른 선생님을 다시 찾고 있어요.",
+        EN: _BRAND_EN + "the carer for request {code} can no longer come. We are finding "
+        "another carer now.",
+    },
+    "withdrawn_ack": {
+        KO: _BRAND_KO + "{code}번 배정 취소를 확인했어요. 다른 선생님을 찾을게요.",
+        EN: _BRAND_EN + "noted, you are no longer on job {code}. We will find another carer.",
+    },
+    # To the carer whose group the child joins: the given name only, and how to check it in.
+    "center_child_arriving": {
+        KO: _BRAND_KO + "{code}번 {child_name} 어린이 {start} 도착 예정({center}) 입실 시 답장:도착 {code}",
+        EN: _BRAND_EN + "job {code}: {child_name} arrives {start} at {center}. "
+        "Reply ARRIVED {code} at check-in.",
+    },
+    # To the parent. {fee} is empty until the policy prices bookings: see _WITHOUT_FEE. The
+    # pickup rule does not fit in the same segment, so it is a second SMS.
+    "center_booked": {
+        KO: _BRAND_KO + "{code}번 예약됐어요. {center} {start}~{end} 요금 {fee}",
+        EN: _BRAND_EN + "booking {code} is made: {center}, {start}-{end}. Fee {fee}.",
+    },
+    "center_pickup_reminder": {
+        KO: _BRAND_KO + "{code}번 안내: 아이는 서약서에 적은 보호자만 데려갈 수 있어요. "
+        "다른 분께는 인계하지 않아요.",
+        EN: _BRAND_EN + "booking {code}: only the guardians named on your pledge form can "
+        "collect your child. We hand the child to nobody else.",
+    },
+    # An infant's booking holds until a dispatcher confirms it (the centre may still refuse it).
+    "center_provisional": {
+        KO: _BRAND_KO + "{code}번은 영아 예약이라 아직 가예약이에요. 센터가 확인하면 확정 문자를 드려요.",
+        EN: _BRAND_EN + "booking {code} is for an infant, so it is provisional until the "
+        "centre confirms it. We will text you then.",
+    },
+    "center_confirmed": {
+        KO: _BRAND_KO + "{code}번 예약이 확정됐어요. {center} {start}",
+        EN: _BRAND_EN + "booking {code} is confirmed: {center}, {start}.",
+    },
+}
+
+# center_booked before bookings are priced (an empty {fee}): no "요금" with nothing after it.
+_WITHOUT_FEE: Final[Mapping[str, str]] = {
+    KO: _BRAND_KO + "{code}번 예약됐어요. {center} {start}~{end}",
+    EN: _BRAND_EN + "booking {code} is made: {center}, {start}-{end}.",
 }
 
 # What an intake refusal's code means, in words a parent can act on. Codes not listed here get
@@ -247,6 +308,8 @@ def render(kind: str, params: Mapping[str, object], lang: str = KO) -> str:
     language = _lang(lang)
     if kind == "no_open_offer" and not values["code"]:
         return _NO_OPEN_OFFER_WITHOUT_CODE[language]
+    if kind == "center_booked" and not values["fee"]:
+        return _WITHOUT_FEE[language].format_map(values)
     if kind == "intake_refused":
         values["reason"] = _REFUSAL_REASONS[language].get(values["reason"],
                                                           _REFUSAL_DEFAULT[language])

@@ -104,6 +104,10 @@ class AssignIn(Body):
     carer_id: str = Field(min_length=1, max_length=64)
 
 
+class NoteIn(Body):
+    text: str = Field(min_length=1, max_length=1000)
+
+
 class ConsoleSmsIn(Body):
     """A reply typed on the console's simulated phone (console SMS gateway only)."""
 
@@ -114,3 +118,12 @@ class ConsoleSmsIn(Body):
 class TokenIn(Body):
     name: Name
     role: Literal["dispatcher", "intake", "admin"]
+
+
+class ShiftIn(Body):
+    """Centre mode: a carer on shift at a centre (their group's hours)."""
+
+    carer_id: str = Field(min_length=1, max_length=64)
+    center_id: str = Field(min_length=1, max_length=50)
+    start: AwareDatetime
+    end: AwareDatetime

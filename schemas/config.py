@@ -16,6 +16,8 @@ class Settings(BaseSettings):
     kafka_bootstrap: str | None = None
     public_url: str = "http://127.0.0.1:8000"
     policy_dir: Path | None = None
+    # Where a worker keeps Faust's local files (it holds no state of ours there).
+    data_dir: Path = Path("var")
 
     # The embedded broker never answers a waiting fetch early, so this wait is the
     # latency floor of every hop; against Apache Kafka it only bounds idle polling.

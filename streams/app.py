@@ -41,6 +41,8 @@ def create_app(settings: Settings, bus: MessageBus | None = None) -> faust.App:
                         grammar=grammar.parse, intake=intake_grammar.parse_request,
                         dispatcher_phone=settings.dispatcher_phone)
     assert settings.kafka_bootstrap, "the worker needs DOLBOM_KAFKA_BOOTSTRAP"
+    datadir = settings.data_dir / "faust" / settings.worker_id
+    datadir.mkdir(parents=True, exist_ok=True)
     app = DolbomApp(
         settings.worker_id,
         broker=",".join(f"kafka://{h}" for h in settings.kafka_bootstrap.split(",")),
@@ -54,6 +56,7 @@ def create_app(settings: Settings, bus: MessageBus | None = None) -> faust.App:
         topic_disable_leader=True,
         web_enabled=False,
         store="memory://",
+        datadir=str(datadir),
         producer_acks=-1,
         broker_commit_every=1,
         broker_commit_interval=0.5,
@@ -119,5 +122,15 @@ def create_app(settings: Settings, bus: MessageBus | None = None) -> faust.App:
             await asyncio.to_thread(bus.handle, c.SweepNotifications())
         except Exception:
             log.exception("notification sweep failed; trying again next tick")
+
+    @app.timer(interval=settings.sweep_interval_s)
+    async def sweep_deadlines() -> None:
+        # Offer answer windows and SLAs, stored with the requests: expired offers make way for
+        # the next carers, overdue requests go to a dispatcher. Every worker sweeps; row locks
+        # keep two sweeps from handling one request twice.
+        try:
+            await asyncio.to_thread(bus.handle, c.SweepDeadlines())
+        except Exception:
+            log.exception("deadline sweep failed; trying again next tick")
 
     return app

@@ -11,7 +11,16 @@ from collections.abc import Callable
 from typing import Any
 
 from dispatch import commands as c
-from dispatch.handlers import delivery, dispatcher, inbound, intake, matching, registration
+from dispatch.handlers import (
+    centers,
+    deadlines,
+    delivery,
+    dispatcher,
+    inbound,
+    intake,
+    matching,
+    registration,
+)
 from dispatch.handlers.registration import ROLES, hash_token
 
 __all__ = ["HANDLERS", "ROLES", "hash_token"]
@@ -23,6 +32,9 @@ HANDLERS: dict[type[c.Command], Callable[..., Any]] = {
     c.CreateToken: registration.create_token,
     c.SubmitRequest: intake.submit_request,
     c.StartMatching: matching.start_matching,
+    c.AddShift: centers.add_shift,
+    c.ConfirmBooking: centers.confirm_booking,
+    c.SweepDeadlines: deadlines.sweep_deadlines,
     c.ReceiveSms: inbound.receive_sms,
     c.HandleInboundSms: inbound.handle_inbound_sms,
     c.DeliverNotification: delivery.deliver_notification,
@@ -30,4 +42,6 @@ HANDLERS: dict[type[c.Command], Callable[..., Any]] = {
     c.RecordDeliveryStatus: delivery.record_delivery_status,
     c.CancelRequest: dispatcher.cancel_request,
     c.AssignCarer: dispatcher.assign_carer,
+    c.ReofferRequest: dispatcher.reoffer_request,
+    c.AddNote: dispatcher.add_note,
 }

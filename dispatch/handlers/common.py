@@ -4,8 +4,14 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from dispatch.domain.model import Request
+from dispatch.domain.fees import Quote, Usage, month_bounds, quote, usage_of
+from dispatch.domain.model import Request, RequestStatus
 from dispatch.domain.policy import ServicePolicy
+from dispatch.unit_of_work import UnitOfWork
+
+# The bookings that count towards a child's monthly subsidy cap.
+USED_STATUSES = (RequestStatus.ASSIGNED.value, RequestStatus.IN_PROGRESS.value,
+                 RequestStatus.COMPLETED.value)
 
 
 def local_time(dt: datetime, policy: ServicePolicy, fmt: str = "%m/%d %H:%M") -> str:
@@ -16,3 +22,22 @@ def local_time(dt: datetime, policy: ServicePolicy, fmt: str = "%m/%d %H:%M") ->
 def place_of(request: Request) -> str:
     return " ".join(str(request.location[k]) for k in ("hospital", "ward")
                     if request.location.get(k)) or str(request.location.get("district", ""))
+
+
+def fee_quote(uow: UnitOfWork, request: Request, policy: ServicePolicy
+              ) -> tuple[Quote, Usage] | None:
+    """The price of this request and the child's usage this month, or None without [fees].
+
+    Usage is the child's assigned, in-progress and completed requests of the same service
+    that start earlier in the same calendar month (the policy's time zone)."""
+    if policy.fees is None:
+        return None
+    first, _ = month_bounds(policy, request.start)
+    usage = usage_of(uow.requests.bookings_of_child(
+        request.child_id, request.service, since=first, before=request.start,
+        statuses=USED_STATUSES))
+    return quote(policy, request.start, request.end, usage), usage
+
+
+def fee_text(total_krw: int, lang: str) -> str:
+    return f"KRW {total_krw:,}" if lang == "en" else f"{total_krw:,}원"

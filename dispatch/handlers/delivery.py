@@ -7,7 +7,9 @@ Twilio has no idempotency key, so the rules are:
   before anything else happens: found → sent; not found → sent again;
 - 429, 5xx and 30008 are retried with backoff; 21211, 21614, 30006 are not; 21610 means
   the person opted out with the carrier: they are marked opted out and the dispatcher told;
-- an offer carries a validity period and is never sent after it has gone stale.
+- an offer carries a validity period and is never sent after it has gone stale, nor once
+  it has closed (another carer said YES, the request was cancelled); and a carer is told an
+  offer was withdrawn only if that offer was actually sent to them.
 """
 
 from __future__ import annotations
@@ -81,6 +83,12 @@ def deliver_notification(cmd: c.DeliverNotification, uow: UnitOfWork, clock: Clo
             note.error = "stale: not sent after its validity period"
             uow.commit()
             return "stale"
+        closed = _closed_before_sending(uow, note)
+        if closed is not None:
+            note.status = NotificationStatus.SKIPPED
+            note.error = closed
+            uow.commit()
+            return "closed"
         person = uow.carers.by_phone(note.recipient) or uow.families.by_phone(note.recipient)
         if person is not None and person.opted_out:
             note.status = NotificationStatus.SKIPPED
@@ -108,6 +116,28 @@ def deliver_notification(cmd: c.DeliverNotification, uow: UnitOfWork, clock: Clo
         _mark_sent(note, sent.sid, sent.status, clock())
         uow.commit()
     return "sent"
+
+
+# Handed to the provider, or possibly so: the carer may have the offer on their phone.
+_OFFER_MAY_HAVE_ARRIVED = frozenset({NotificationStatus.SENDING, NotificationStatus.UNKNOWN,
+                                     NotificationStatus.SENT, NotificationStatus.DELIVERED})
+
+
+def _closed_before_sending(uow: UnitOfWork, note: Notification) -> str | None:
+    """Why an offer (or its withdrawal) is no longer worth sending; None: send it."""
+    o, n = orm.offers.c, orm.notifications.c
+    if note.kind == "offer" and note.event_id.startswith("offer:"):
+        status = uow.session.scalar(select(o.status).where(
+            o.id == note.event_id.removeprefix("offer:")))
+        if status is not None and status != OfferStatus.OPEN.value:
+            return f"offer {status} before it was sent"
+    elif note.kind == "offer_rescinded":
+        offer_sms = uow.session.scalar(select(n.status).where(
+            n.event_id == f"offer:{note.params.get('offer_id')}", n.kind == "offer",
+            n.recipient == note.recipient))
+        if offer_sms not in _OFFER_MAY_HAVE_ARRIVED:
+            return "the offer itself was never sent"
+    return None
 
 
 def _mark_sent(note: Notification, sid: str, provider_status: str, now: datetime) -> None:
@@ -256,4 +286,4 @@ def _offer_undelivered(uow: UnitOfWork, note: Notification, now: datetime,
     offer.answered_at = now
     request.record(now, "offer_undelivered", Actor.SYSTEM, {"carer_id": carer.id})
     if request.status in (RequestStatus.MATCHING, RequestStatus.ESCALATED):
-        offer_next(uow, request, policies[request.service], now, dispatcher_phone, limit=1)
+        offer_next(uow, request, policies[request.service], now, dispatcher_phone)

@@ -1,4 +1,5 @@
-"""What a dispatcher (or a parent) can do to a request: cancel it, assign a carer."""
+"""What a dispatcher (or a parent) can do to a request: cancel it, assign a carer, send the
+next offers now, add a note."""
 
 from __future__ import annotations
 
@@ -8,17 +9,20 @@ from typing import Any
 
 from dispatch import commands as c
 from dispatch.domain.errors import Conflict, NotFound
-from dispatch.domain.model import Actor, Request, RequestStatus
+from dispatch.domain.model import ACCEPTING_STATUSES, Actor, Request, RequestStatus, TimelineEntry
 from dispatch.domain.policy import ServicePolicy
+from dispatch.handlers.centers import book_place
 from dispatch.handlers.common import local_time, place_of
+from dispatch.handlers.matching import offer_next, rescind_open_offers
 from dispatch.ports import Clock
 from dispatch.unit_of_work import UnitOfWork
 from schemas import messages as m
 
 
-def cancel_open_request(uow: UnitOfWork, request: Request, now: datetime, actor: Actor, reason: str) -> None:
+def cancel_open_request(uow: UnitOfWork, request: Request, now: datetime, actor: Actor, reason: str,
+                        by: str | None = None) -> None:
     carer_id = request.carer_id
-    request.cancel(now, actor, reason)
+    request.cancel(now, actor, reason, by=by)
     uow.emit(m.RequestCancelled(request_id=request.id), key=request.id, now=now)
     family = uow.families.get(request.family_id)
     if family is not None:
@@ -30,17 +34,19 @@ def cancel_open_request(uow: UnitOfWork, request: Request, now: datetime, actor:
         uow.notify(event_id=f"cancelled:{request.id}", recipient=carer.phone,
                    kind="job_cancelled", lang=carer.lang, request_id=request.id, now=now,
                    params={"code": request.code})
+    rescind_open_offers(uow, request, now, "cancelled")  # carers still holding an offer
 
 
 def cancel_request(cmd: c.CancelRequest, uow: UnitOfWork, clock: Clock, **_: Any) -> Request:
     now = clock()
     with uow:
         request = uow.requests.get(cmd.request_id, for_update=True)
-        if request is None:
+        if request is None or (cmd.owner_token is not None
+                               and request.created_by != cmd.owner_token):
             raise NotFound("no such request")
         if request.status == RequestStatus.CANCELLED:
             return request
-        cancel_open_request(uow, request, now, Actor(cmd.actor), cmd.reason)
+        cancel_open_request(uow, request, now, Actor(cmd.actor), cmd.reason, by=cmd.by)
         uow.commit()
         return request
 
@@ -61,6 +67,13 @@ def assign_carer(cmd: c.AssignCarer, uow: UnitOfWork, clock: Clock,
                                   RequestStatus.ESCALATED):
             raise Conflict(f"request is {request.status}", code="not_assignable")
         policy = policies[request.service]
+        if policy.mode == "center":
+            # A centre child joins the chosen carer's group, within the ratio, or not at all.
+            book_place(uow, request, policy, now, None, only_carer=carer.id)
+            request.record(now, "dispatcher_assigned", Actor.DISPATCHER,
+                           {"dispatcher": cmd.dispatcher, "carer_id": carer.id})
+            uow.commit()
+            return request
         buffer = timedelta(minutes=policy.travel_buffer_minutes)
         if uow.carers.overlapping(carer.id, request.start - buffer, request.end + buffer):
             raise Conflict("the carer is busy in that window", code="carer_busy")
@@ -68,6 +81,7 @@ def assign_carer(cmd: c.AssignCarer, uow: UnitOfWork, clock: Clock,
             request.make_offers([carer.id], now, now + timedelta(minutes=1))
         result = request.accept(carer.id, now)
         assert result.won and result.assignment is not None
+        rescind_open_offers(uow, request, now, "filled")
         request.record(now, "dispatcher_assigned", Actor.DISPATCHER,
                        {"dispatcher": cmd.dispatcher, "carer_id": carer.id})
         family = uow.families.get(request.family_id)
@@ -85,3 +99,40 @@ def assign_carer(cmd: c.AssignCarer, uow: UnitOfWork, clock: Clock,
                                    assignment_id=result.assignment.id), key=request.id, now=now)
         uow.commit()
         return request
+
+
+def reoffer_request(cmd: c.ReofferRequest, uow: UnitOfWork, clock: Clock,
+                    policies: Mapping[str, ServicePolicy], dispatcher_phone: str | None = None,
+                    **_: Any) -> tuple[Request, int]:
+    """Send the next wave of offers now, without waiting for the current ones to run out.
+    Only for a request still looking for a carer (matching or escalated): 409 otherwise."""
+    now = clock()
+    with uow:
+        request = uow.requests.get(cmd.request_id, for_update=True)
+        if request is None:
+            raise NotFound("no such request")
+        if request.status not in ACCEPTING_STATUSES:
+            raise Conflict(f"request is {request.status}: only a request that is matching or "
+                           "escalated can be offered again", code="not_matching")
+        policy = policies[request.service]
+        if policy.mode != "visit":
+            raise Conflict(f"{policy.label} books children into a centre: no offers to send",
+                           code="not_matching")
+        offered = offer_next(uow, request, policy, now, dispatcher_phone, force=True)
+        request.record(now, "reoffered", Actor.DISPATCHER,
+                       {"dispatcher": cmd.dispatcher, "offers": offered})
+        uow.commit()
+        return request, offered
+
+
+def add_note(cmd: c.AddNote, uow: UnitOfWork, clock: Clock, **_: Any) -> TimelineEntry:
+    """A dispatcher's note, kept on the request's timeline (never sent to Kafka)."""
+    now = clock()
+    with uow:
+        request = uow.requests.get(cmd.request_id, for_update=True)
+        if request is None:
+            raise NotFound("no such request")
+        entry = request.record(now, "note", Actor.DISPATCHER,
+                               {"text": cmd.text, "dispatcher": cmd.dispatcher})
+        uow.commit()
+        return entry

@@ -9,11 +9,12 @@ from typing import Any
 
 from dispatch import commands as c
 from dispatch.domain.errors import Conflict
-from dispatch.domain.model import Actor, Request, RequestStatus
+from dispatch.domain.model import ACCEPTING_STATUSES, Actor, Request, RequestStatus
 from dispatch.domain.policy import ServicePolicy
 from dispatch.handlers.common import local_time, place_of
 from dispatch.handlers.dispatcher import cancel_open_request
 from dispatch.handlers.intake import store_request
+from dispatch.handlers.matching import offer_next, rescind_open_offers, withdraw_assignment
 from dispatch.ports import Clock, SmsGrammar
 from dispatch.records import InboundSms
 from dispatch.sms_intake import IntakeParser, SmsIntake
@@ -40,7 +41,8 @@ def receive_sms(cmd: c.ReceiveSms, uow: UnitOfWork, clock: Clock, **_: Any) -> b
 
 def handle_inbound_sms(cmd: c.HandleInboundSms, uow: UnitOfWork, clock: Clock,
                        policies: Mapping[str, ServicePolicy], grammar: SmsGrammar,
-                       intake: IntakeParser, **_: Any) -> str:
+                       intake: IntakeParser, dispatcher_phone: str | None = None,
+                       **_: Any) -> str:
     now = clock()
     with uow:
         if not uow.first_time(cmd.event_id, "sms", now):
@@ -50,7 +52,8 @@ def handle_inbound_sms(cmd: c.HandleInboundSms, uow: UnitOfWork, clock: Clock,
             uow.commit()
             return "duplicate"
         parsed = grammar(inbound.body)
-        sms = _InboundContext(uow, inbound, parsed.verb, parsed.code, now, policies, intake)
+        sms = _InboundContext(uow, inbound, parsed.verb, parsed.code, now, policies, intake,
+                              dispatcher_phone=dispatcher_phone)
         outcome = sms.route()
         inbound.verb = parsed.verb
         inbound.outcome = outcome
@@ -65,8 +68,9 @@ class _InboundContext:
 
     def __init__(self, uow: UnitOfWork, inbound: InboundSms, verb: str, code: str | None,
                  now: datetime, policies: Mapping[str, ServicePolicy],
-                 intake: IntakeParser) -> None:
+                 intake: IntakeParser, dispatcher_phone: str | None = None) -> None:
         self.uow, self.inbound, self.now, self.policies = uow, inbound, now, policies
+        self.dispatcher_phone = dispatcher_phone
         self.verb, self.code, self.intake_parser = verb, code, intake
         self.carer = uow.carers.by_phone(inbound.from_phone)
         self.family = uow.families.by_phone(inbound.from_phone) if self.carer is None else None
@@ -165,11 +169,16 @@ class _InboundContext:
         self.uow.emit(m.RequestAssigned(request_id=request.id, carer_id=self.carer.id,
                                         assignment_id=result.assignment.id),
                       key=request.id, now=self.now)
+        # The others' offers closed with this YES: tell them, so nobody sets off for nothing.
+        rescind_open_offers(self.uow, request, self.now, "filled")
         return "assigned"
 
     def decline(self) -> str:
         assert self.carer is not None
         request = self._request_for_code(self.code)
+        if request is not None and request.carer_id == self.carer.id \
+                and request.status == RequestStatus.ASSIGNED:
+            return self.withdraw(request)  # NO with the code of the job they took
         if request is None and self.code is None:
             open_offers = self.uow.carers.open_offers(self.carer.id, self.now)
             if len(open_offers) == 1:
@@ -179,7 +188,19 @@ class _InboundContext:
             return "no_open_offer"
         self.inbound.request_id = request.id
         self.reply("declined_ack", {"code": request.code}, request.id)
+        if request.status in ACCEPTING_STATUSES:  # a NO moves on at once, per the strategy
+            offer_next(self.uow, request, self.policies[request.service], self.now,
+                       self.dispatcher_phone)
         return "declined"
+
+    def withdraw(self, request: Request) -> str:
+        """The assigned carer can't go after all: release the job and find someone else."""
+        assert self.carer is not None
+        self.inbound.request_id = request.id
+        withdraw_assignment(self.uow, request, self.carer, self.policies[request.service],
+                            self.now, self.dispatcher_phone)
+        self.reply("withdrawn_ack", {"code": request.code}, request.id)
+        return "withdrawn"
 
     def _my_job(self) -> Request | None:
         assert self.carer is not None

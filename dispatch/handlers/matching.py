@@ -1,15 +1,22 @@
-"""Finding carers for a request and offering them the job; escalating when nobody is left."""
+"""Finding carers for a request and offering them the job; escalating when nobody is left.
+
+Whom to offer next is the policy's offer strategy (dispatch/domain/strategies.py); this module
+applies it: after a request comes in, after a NO, after offers expire (dispatch/handlers/
+deadlines.py), after the assigned carer withdraws. It also closes offers that can no longer
+win (a YES won, the request was cancelled) and tells those carers.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import datetime, timedelta
+from datetime import datetime, time, timedelta
 from typing import Any
 
 from dispatch import commands as c
 from dispatch.domain.matching import select_candidates
-from dispatch.domain.model import Actor, Request, RequestStatus
+from dispatch.domain.model import Actor, Carer, OfferStatus, Request, RequestStatus
 from dispatch.domain.policy import ServicePolicy
+from dispatch.domain.strategies import next_offers
 from dispatch.handlers.common import local_time, place_of
 from dispatch.ports import Clock
 from dispatch.unit_of_work import UnitOfWork
@@ -27,28 +34,50 @@ def start_matching(cmd: c.StartMatching, uow: UnitOfWork, clock: Clock,
         if request is None or request.status != RequestStatus.RECEIVED:
             uow.commit()
             return 0
+        if policies[request.service].mode == "center":
+            # Centre mode: a place in a carer's group, no offers (dispatch/handlers/centers.py).
+            from dispatch.handlers.centers import book_place
+
+            booked = book_place(uow, request, policies[request.service], now, dispatcher_phone)
+            uow.commit()
+            return booked
         offered = offer_next(uow, request, policies[request.service], now, dispatcher_phone)
         uow.commit()
         return offered
 
 
 def offer_next(uow: UnitOfWork, request: Request, policy: ServicePolicy, now: datetime,
-               dispatcher_phone: str | None, limit: int | None = None) -> int:
-    """Offer the job to the next best carers not yet asked; escalate when nobody is left."""
+               dispatcher_phone: str | None, limit: int | None = None,
+               force: bool = False) -> int:
+    """Offer the job to the next carers the policy's strategy names; escalate when nobody is left.
+
+    Offers past their answer window are expired first, so the strategy sees what is really
+    open. `force` (a dispatcher's "offer again now") sends the next offers even while some
+    are open; `limit` caps how many go out.
+    """
+    request.expire_offers(now)
     buffer = timedelta(minutes=policy.travel_buffer_minutes)
+    day_start = datetime.combine(request.start.astimezone(policy.tz).date(), time(0),
+                                 policy.tz)
     candidates = select_candidates(
         policy, uow.carers.available(), district=request.location.get("district"),
         busy=uow.carers.busy_between(request.start - buffer, request.end + buffer),
         exclude=request.offered_carer_ids(),
         jobs_today=uow.carers.jobs_since(now - timedelta(hours=24)),
         lat=request.location.get("lat"), lon=request.location.get("lon"),
-        limit=limit or policy.offers.wave_size)
-    if not candidates:
-        if request.status != RequestStatus.ESCALATED and not any(o.is_open for o in request.offers):
+        previous_location=uow.carers.previous_locations(day_start, request.start))
+    ranked = [cand.carer.id for cand in candidates]
+    # Candidates never include anyone already asked, so a forced round asks nobody twice.
+    chosen = next_offers(policy.offers, [] if force else request.offers, ranked)
+    if limit is not None:
+        chosen = chosen[:limit]
+    if not chosen:
+        if not candidates and request.status != RequestStatus.ESCALATED \
+                and not any(o.is_open for o in request.offers):
             _escalate(uow, request, policy, now, "no_candidates", dispatcher_phone)
         return 0
     expires = now + timedelta(seconds=policy.offers.timeout_s)
-    offers = request.make_offers([cand.carer.id for cand in candidates], now, expires)
+    offers = request.make_offers(chosen, now, expires)
     by_id = {cand.carer.id: cand.carer for cand in candidates}
     for offer in offers:
         carer = by_id[offer.carer_id]
@@ -64,18 +93,72 @@ def offer_next(uow: UnitOfWork, request: Request, policy: ServicePolicy, now: da
     return len(offers)
 
 
+def rescind_open_offers(uow: UnitOfWork, request: Request, now: datetime, reason: str) -> int:
+    """Close every open offer of `request` and tell each carer by SMS, once.
+
+    Call it after the transition that ends the search (a YES won, the request was cancelled):
+    the domain has already marked the others rescinded then, and those carers are told too.
+    Not told: a carer whose answer window had already closed (the offer said until when).
+    Safe to call twice: one SMS per offer, ever. Returns how many carers were told now.
+    """
+    told: list[str] = []
+    for offer in request.offers:
+        if offer.is_open:
+            offer.status = OfferStatus.RESCINDED
+        if offer.status != OfferStatus.RESCINDED or offer.expires_at <= now:
+            continue
+        carer = uow.carers.get(offer.carer_id)
+        if carer is None:
+            continue
+        note = uow.notify(event_id=f"rescinded:{offer.id}", recipient=carer.phone,
+                          kind="offer_rescinded", lang=carer.lang, request_id=request.id,
+                          now=now, params={"code": request.code, "offer_id": offer.id})
+        if note is not None:
+            told.append(carer.id)
+    if told:
+        request.record(now, "offers_rescinded", Actor.SYSTEM,
+                       {"reason": reason, "carers": told})
+    return len(told)
+
+
+def withdraw_assignment(uow: UnitOfWork, request: Request, carer: Carer,
+                        policy: ServicePolicy, now: datetime,
+                        dispatcher_phone: str | None) -> int:
+    """The assigned carer pulled out: the parent is told, and matching starts again at once.
+
+    The request keeps its original `created_at`, so it stays ahead of newer requests in the
+    deadline sweep and keeps its SLA; the carer who withdrew is never offered it again.
+    Returns how many new offers went out.
+    """
+    assignment = request.withdraw(carer.id, now)
+    family = uow.families.get(request.family_id)
+    if family is not None:
+        uow.notify(event_id=f"withdrawn:{assignment.id}", recipient=family.guardian_phone,
+                   kind="carer_withdrew", lang=family.lang, request_id=request.id, now=now,
+                   params={"code": request.code})
+    return offer_next(uow, request, policy, now, dispatcher_phone)
+
+
+def sla_deadline(request: Request, policy: ServicePolicy) -> datetime:
+    return request.created_at + timedelta(seconds=policy.escalate_after_s)
+
+
 def _escalate(uow: UnitOfWork, request: Request, policy: ServicePolicy, now: datetime,
               reason: str, dispatcher_phone: str | None) -> None:
+    # A request can be escalated again (assigned, then the carer withdrew): each escalation
+    # is its own event, so the parent and the dispatcher hear of each one, once.
+    earlier = sum(1 for e in request.timeline if e.type == "escalated")
+    event_id = f"escalated:{request.id}" + (f":{earlier + 1}" if earlier else "")
     request.status = RequestStatus.ESCALATED
     request.record(now, "escalated", Actor.SYSTEM, {"reason": reason})
     uow.emit(m.RequestEscalated(request_id=request.id, reason=reason), key=request.id, now=now)
     family = uow.families.get(request.family_id)
     if family is not None:
-        uow.notify(event_id=f"escalated:{request.id}", recipient=family.guardian_phone,
+        uow.notify(event_id=event_id, recipient=family.guardian_phone,
                    kind="escalated", lang=family.lang, request_id=request.id, now=now,
                    params={"code": request.code})
     if dispatcher_phone:
-        uow.notify(event_id=f"escalated:{request.id}", recipient=dispatcher_phone,
+        uow.notify(event_id=event_id, recipient=dispatcher_phone,
                    kind="dispatcher_escalation", request_id=request.id, now=now,
                    params={"code": request.code, "service_label": policy.label,
                            "reason": reason})

@@ -20,6 +20,16 @@ def system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
         yield running
 
 
+@pytest.fixture(autouse=True)
+def nobody_on_duty(system: Running) -> None:
+    """Each test starts with every earlier test's carers off duty: offers go out in waves
+    (hospital.toml), so a test's own carer must not compete with the module's others."""
+    for carer in system.http.get("/v1/carers").json():
+        if carer["on_duty"]:
+            assert system.http.put(f"/v1/carers/{carer['id']}/duty",
+                                   json={"on_duty": False}).status_code == 200
+
+
 def test_request_is_offered_accepted_and_the_parent_told(system: Running) -> None:
     carers = [system.carer(f"김민지{i}", f"010-5555-000{i}") for i in range(3)]
     system.carer("다른구", "010-5555-0009", districts=["동구"])

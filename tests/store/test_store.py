@@ -234,3 +234,22 @@ def test_start_opts_back_in_and_the_carer_is_offered_again(db_url: str) -> None:
     # Twilio answers STOP and START itself: we send nothing back.
     assert _count(db_url, orm.notifications, orm.notifications.c.recipient == carer.phone,
                   orm.notifications.c.kind != "offer") == 0
+
+
+def test_a_dispatcher_assignment_tells_the_other_offered_carers(db_url: str) -> None:
+    bus = make_bus(db_url, wave_size=3)
+    carers = add_carers(bus, 3)
+    request, _ = bus.handle(hospital_request(add_family(bus)))
+    bus.handle(c.StartMatching(request_id=request.id, event_id="m"))
+    bus.handle(c.AssignCarer(request_id=request.id, carer_id=carers[2].id, dispatcher="김상황"))
+    n = orm.notifications.c
+    told = {phone for phone in _recipients(db_url, "offer_rescinded")}
+    assert told == {carers[0].phone, carers[1].phone}
+    assert _count(db_url, orm.notifications, n.kind == "accepted_ack",
+                  n.recipient == carers[2].phone) == 1
+
+
+def _recipients(url: str, kind: str) -> list[str]:
+    with make_engine(url).connect() as conn:
+        return list(conn.scalars(select(orm.notifications.c.recipient).where(
+            orm.notifications.c.kind == kind)))
