@@ -30,6 +30,7 @@ PARAMS: Final[Mapping[str, tuple[str, ...]]] = {
     "assigned": ("code", "carer_name", "start"),
     "already_filled": ("code",),
     "accepted_ack": ("code", "place", "start"),
+    "job_address": ("code", "address"),
     "declined_ack": ("code",),
     "duty_on": (),
     "duty_off": (),
@@ -95,6 +96,12 @@ _TEMPLATES: Final[Mapping[str, Mapping[str, str]]] = {
     "accepted_ack": {
         KO: _BRAND_KO + "{code}번 배정이 확정됐어요. {start}, {place}",
         EN: _BRAND_EN + "confirmed, job {code} is yours. {start} at {place}.",
+    },
+    # Sent after accepted_ack, to the carer who took a home visit: the only place the
+    # family's address goes.
+    "job_address": {
+        KO: _BRAND_KO + "{code}번 방문 주소: {address}",
+        EN: _BRAND_EN + "job {code} address: {address}",
     },
     "declined_ack": {
         KO: _BRAND_KO + "{code}번 거절을 확인했어요. 감사합니다.",

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from dispatch.domain.fees import Quote, Usage, month_bounds, quote, usage_of
-from dispatch.domain.model import Request, RequestStatus
+from dispatch.domain.model import Carer, Request, RequestStatus
 from dispatch.domain.policy import ServicePolicy
 from dispatch.unit_of_work import UnitOfWork
 
@@ -41,3 +41,14 @@ def fee_quote(uow: UnitOfWork, request: Request, policy: ServicePolicy
 
 def fee_text(total_krw: int, lang: str) -> str:
     return f"KRW {total_krw:,}" if lang == "en" else f"{total_krw:,}원"
+
+
+def send_address(uow: UnitOfWork, request: Request, carer: Carer, assignment_id: str,
+                 now: datetime) -> None:
+    """A home visit's address, in its own SMS, to the carer who took the job and nobody else:
+    the offer names the district only, so a family's address never goes to a whole wave."""
+    address = request.location.get("address")
+    if address:
+        uow.notify(event_id=f"address:{assignment_id}", recipient=carer.phone,
+                   kind="job_address", lang=carer.lang, request_id=request.id, now=now,
+                   params={"code": request.code, "address": address})

@@ -12,7 +12,7 @@ from dispatch.domain.errors import Conflict, NotFound
 from dispatch.domain.model import ACCEPTING_STATUSES, Actor, Request, RequestStatus, TimelineEntry
 from dispatch.domain.policy import ServicePolicy
 from dispatch.handlers.centers import book_place
-from dispatch.handlers.common import local_time, place_of
+from dispatch.handlers.common import local_time, place_of, send_address
 from dispatch.handlers.matching import offer_next, rescind_open_offers
 from dispatch.ports import Clock
 from dispatch.unit_of_work import UnitOfWork
@@ -95,6 +95,7 @@ def assign_carer(cmd: c.AssignCarer, uow: UnitOfWork, clock: Clock,
                    kind="accepted_ack", lang=carer.lang, request_id=request.id, now=now,
                    params={"code": request.code, "place": place_of(request),
                            "start": local_time(request.start, policy)})
+        send_address(uow, request, carer, result.assignment.id, now)
         uow.emit(m.RequestAssigned(request_id=request.id, carer_id=carer.id,
                                    assignment_id=result.assignment.id), key=request.id, now=now)
         uow.commit()

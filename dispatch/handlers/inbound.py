@@ -11,7 +11,7 @@ from dispatch import commands as c
 from dispatch.domain.errors import Conflict
 from dispatch.domain.model import ACCEPTING_STATUSES, Actor, Request, RequestStatus
 from dispatch.domain.policy import ServicePolicy
-from dispatch.handlers.common import local_time, place_of
+from dispatch.handlers.common import local_time, place_of, send_address
 from dispatch.handlers.dispatcher import cancel_open_request
 from dispatch.handlers.intake import store_request
 from dispatch.handlers.matching import offer_next, rescind_open_offers, withdraw_assignment
@@ -166,6 +166,7 @@ class _InboundContext:
                                     "start": local_time(request.start, policy)})
         self.reply("accepted_ack", {"code": code, "place": place_of(request),
                                     "start": local_time(request.start, policy)}, request.id)
+        send_address(self.uow, request, self.carer, result.assignment.id, self.now)
         self.uow.emit(m.RequestAssigned(request_id=request.id, carer_id=self.carer.id,
                                         assignment_id=result.assignment.id),
                       key=request.id, now=self.now)

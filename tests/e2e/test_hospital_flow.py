@@ -151,3 +151,29 @@ def test_an_english_speaking_carer_gets_english_offers(system: Running) -> None:
     created = system.request(system.family("010-7777-0401"), day_offset=4)
     offer = system.sms_to("+821055550401", created["code"])
     assert f"YES {created['code']}" in offer["body"] and "네" not in offer["body"]
+
+
+def test_escalation_and_a_dispatcher_override(system: Running) -> None:
+    r = system.post("/v1/families", {
+        "guardian": {"name": "최보호", "phone": "010-7777-0501"}, "district": "북구",
+        "children": [{"name": "최아이", "birth_date": "2018-08-08"}],
+        "consent": {"child_data": True, "health_data": True}})
+    assert r.status_code == 201
+    created = system.request(r.json(), day_offset=5)
+    # Nobody serves 북구: a dispatcher must act, and the parent is told so honestly.
+    system.wait_status(created["id"], "escalated")
+    system.sms_to("+821077770501", "상황실")
+    carer = system.carer("북구선생", "010-5555-0501", districts=["북구"])
+    assigned = system.post(f"/v1/requests/{created['id']}/assign", {"carer_id": carer["id"]})
+    assert assigned.status_code == 200, assigned.text
+    assert assigned.json()["status"] == "assigned"
+    system.sms_to("+821077770501", "북구선생")
+    system.sms_to("+821055550501", "확정")
+    timeline = system.get_request(created["id"])["timeline"]
+    assert [e["type"] for e in timeline].count("dispatcher_assigned") == 1
+    # The carer is now busy in that window: a second override for an overlapping request
+    # is refused.
+    second = system.request(r.json(), day_offset=5)
+    system.wait_status(second["id"], "escalated")
+    busy = system.post(f"/v1/requests/{second['id']}/assign", {"carer_id": carer["id"]})
+    assert busy.status_code == 409 and busy.json()["code"] == "carer_busy"

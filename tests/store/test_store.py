@@ -253,3 +253,21 @@ def _recipients(url: str, kind: str) -> list[str]:
     with make_engine(url).connect() as conn:
         return list(conn.scalars(select(orm.notifications.c.recipient).where(
             orm.notifications.c.kind == kind)))
+
+
+def test_a_home_address_goes_only_to_the_carer_who_took_the_job(db_url: str) -> None:
+    bus = make_bus(db_url, wave_size=3)
+    carers = add_carers(bus, 3, skills=())
+    family = add_family(bus)
+    start = NOW + timedelta(hours=3)
+    request, _ = bus.handle(c.SubmitRequest(
+        service="home-emergency", family_id=family.id, child_id=family.children[0].id,
+        start=start, end=start + timedelta(hours=2),
+        location={"address": "광주 광산구 수완로 123, 101동 1001호"}))
+    bus.handle(c.StartMatching(request_id=request.id, event_id="m"))
+    with make_engine(db_url).connect() as conn:
+        offers = list(conn.execute(select(orm.notifications.c.params).where(
+            orm.notifications.c.kind == "offer")).scalars())
+    assert len(offers) == 3 and all("수완로" not in str(p) for p in offers)
+    assert _sms(bus, db_url, carers[1].phone, f"네 {request.code}", "SMaddr") == "assigned"
+    assert _recipients(db_url, "job_address") == [carers[1].phone]
