@@ -409,10 +409,14 @@ async def _submit(request: Request, settings: Settings, policy: ServicePolicy, c
     assert start is not None
     placeholders = {f: PHONE_PLACEHOLDERS[f] for f in policy.location_fields
                     if f in PHONE_PLACEHOLDERS}
+    location: dict[str, str] = {"district": caller.district, **placeholders}
+    center = policy.center.open_for(policy.tz, start, start + BOOKING) if policy.center else None
+    if center is not None:
+        location["center_id"] = center.id  # the caller can't name one: the first one open
     command = c.SubmitRequest(
         service=policy.id, family_id=caller.family_id, child_id=state["child"],
         start=start, end=start + BOOKING,
-        location={"district": caller.district, **placeholders},
+        location=location,
         notes="전화(ARS) 접수: 병원·병동은 보호자에게 확인 필요" if placeholders else "전화(ARS) 접수",
         # A retried Twilio callback for this call finds the first request, never a second.
         idempotency_key="voice:" + call_sid, channel="voice")

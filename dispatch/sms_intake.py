@@ -166,7 +166,7 @@ class SmsIntake:
             draft.status = "cancelled"
             self.reply("intake_refused", {"reason": "unknown_service"})
             return "ineligible"
-        location = self._location(policy)
+        location = self._location(policy, draft.start, draft.end)
         command = c.SubmitRequest(
             service=policy.id, family_id=self.family.id, child_id=draft.child_id,
             start=draft.start, end=draft.end, location=location,
@@ -215,8 +215,13 @@ class SmsIntake:
         drafts = self.uow.drafts.pending_for_phone(self.inbound.from_phone)
         return next((d for d in drafts if d.family_id == self.family.id), None)
 
-    def _location(self, policy: ServicePolicy) -> dict[str, Any]:
+    def _location(self, policy: ServicePolicy, start: datetime, end: datetime
+                  ) -> dict[str, Any]:
         location: dict[str, Any] = {"district": self.family.district}
+        if policy.center is not None:
+            center = policy.center.open_for(policy.tz, start, end)
+            if center is not None:
+                location["center_id"] = center.id
         for field in policy.location_fields:
             location.setdefault(field, PLACEHOLDERS.get(field, "확인 필요"))
         return location
@@ -225,7 +230,7 @@ class SmsIntake:
                end: datetime) -> Ineligible | None:
         try:
             check_request(policy, birth_date=child.birth_date, start=start, end=end,
-                          location=self._location(policy), now=self.now,
+                          location=self._location(policy, start, end), now=self.now,
                           consent_health_data=self.family.consent_health_data)
         except Ineligible as exc:
             return exc

@@ -88,6 +88,11 @@ class CenterRules(BaseModel):
     def center(self, center_id: object) -> Center | None:
         return next((c for c in self.centers if c.id == center_id), None)
 
+    def open_for(self, tz: ZoneInfo, start: datetime, end: datetime) -> Center | None:
+        """The first centre (in the policy's order) open for the whole window: where a parent
+        who asked by SMS or phone, and could not name a centre, is booked."""
+        return next((c for c in self.centers if c.within_hours(tz, start, end)), None)
+
     def resolve(self, location: Mapping[str, object]) -> Center:
         """The centre a request names, or Ineligible with the contract's code."""
         center_id = location.get("center_id")

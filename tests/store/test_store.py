@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import date, timedelta
 
 import pytest
 from sqlalchemy import func, insert, select
@@ -271,3 +271,18 @@ def test_a_home_address_goes_only_to_the_carer_who_took_the_job(db_url: str) -> 
     assert len(offers) == 3 and all("수완로" not in str(p) for p in offers)
     assert _sms(bus, db_url, carers[1].phone, f"네 {request.code}", "SMaddr") == "assigned"
     assert _recipients(db_url, "job_address") == [carers[1].phone]
+
+
+def test_a_centre_place_asked_for_by_sms_goes_to_the_centre_open_then(db_url: str) -> None:
+    bus = make_bus(db_url)
+    family = add_family(bus, birth_date=date(2023, 3, 15), health=False)
+    # Thursday: tomorrow is Friday, the main centre is open from 18:00.
+    assert _sms(bus, db_url, family.guardian_phone, "센터 내일 19-23", "SMc1") != "help"
+    _sms(bus, db_url, family.guardian_phone, "네", "SMc2")
+    with make_engine(db_url).connect() as conn:
+        rows = conn.execute(select(orm.requests.c.service, orm.requests.c.location,
+                                   orm.requests.c.channel)).all()
+    assert len(rows) == 1
+    service, location, channel = rows[0]
+    assert (service, location["center_id"], channel) == ("emergency-center", "gwangju-main",
+                                                         "sms")
