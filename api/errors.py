@@ -7,7 +7,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DataError, OperationalError
 from starlette.exceptions import HTTPException
 
 from dispatch.domain.errors import Conflict, DomainError, Ineligible, NotFound
@@ -78,6 +78,13 @@ def install(app: FastAPI) -> None:
         return JSONResponse({"code": _HTTP_CODES.get(exc.status_code, "error"),
                              "message": str(exc.detail)}, status_code=exc.status_code,
                             headers=exc.headers)
+
+    @app.exception_handler(DataError)
+    async def _unstorable(_: Request, exc: DataError) -> JSONResponse:
+        # A value the database refuses as data (PostgreSQL: a NUL character in a path or
+        # query parameter, a number out of range): the caller's input, not a server fault.
+        return error(422, "invalid_input", "a value in this request cannot be stored or "
+                     "searched for (for example a NUL character)")
 
     @app.exception_handler(OperationalError)
     async def _db_down(_: Request, exc: OperationalError) -> JSONResponse:

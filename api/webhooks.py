@@ -53,7 +53,8 @@ async def signed_form(request: Request) -> dict[str, str]:
         log.warning("refused webhook %s: bad or missing signature (host %s)", request.url.path,
                     urlsplit(str(request.url)).hostname)
         raise HTTPException(403, "invalid Twilio signature")
-    return params
+    # PostgreSQL text cannot hold NUL: a message is never dropped for it, so it becomes U+FFFD.
+    return {k: v.replace("\x00", "\ufffd") for k, v in params.items()}
 
 
 @router.post("/sms")
@@ -83,7 +84,9 @@ async def status_callback(request: Request) -> Response:
     status = (params.get("MessageStatus") or params.get("SmsStatus") or "").lower()
     if not sid or not status:
         raise HTTPException(422, "MessageSid and MessageStatus are required")
-    code = params.get("ErrorCode")
+    code = params.get("ErrorCode", "")
     await run_in_threadpool(request.app.state.bus.handle, c.RecordDeliveryStatus(
-        sid=sid, status=status, error_code=int(code) if code and code.isdigit() else None))
+        sid=sid, status=status,
+        # isdigit() alone is true for "²", which int() refuses: ASCII digits only.
+        error_code=int(code) if code.isascii() and code.isdigit() else None))
     return Response(status_code=204)

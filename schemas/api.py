@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from datetime import date
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, field_validator
 from pydantic_core import PydanticCustomError
 
 from schemas.phone import InvalidPhone, normalise
@@ -29,6 +29,15 @@ Name = Annotated[str, Field(min_length=1, max_length=100)]
 
 class Body(BaseModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+    @field_validator("*", mode="after")
+    @classmethod
+    def _no_nul(cls, value: Any) -> Any:
+        """NUL is no text (PostgreSQL cannot store it): 422 on every backend alike."""
+        for item in value if isinstance(value, list) else [value]:
+            if isinstance(item, str) and "\x00" in item:
+                raise PydanticCustomError("invalid_input", "NUL characters are not allowed")
+        return value
 
 
 class Point(Body):
