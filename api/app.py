@@ -8,7 +8,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse
 from sqlalchemy import text
 
-from api import errors, metrics, routes, voice, webhooks
+from api import errors, metrics, routes, session, stream, voice, webhooks
 from api.limits import BodySizeLimit
 from dispatch.bootstrap import bootstrap
 from dispatch.db import READ_ONLY, make_engine
@@ -33,12 +33,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.engine = engine
     app.state.uow_factory = lambda: UnitOfWork(sessions)
     app.state.metrics = metrics.registry_for(engine)
+    app.state.session_secret = session.session_secret()
     app.add_middleware(BodySizeLimit)
     errors.install(app)
     app.include_router(routes.router)
     app.include_router(webhooks.router)
     app.include_router(metrics.router)
     app.include_router(voice.router)
+    app.include_router(session.router)
+    app.include_router(stream.router)
 
     @app.get("/healthz")
     def healthz(request: Request) -> JSONResponse:

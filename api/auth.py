@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from fastapi import HTTPException, Request, status
 
+from api.session import token_from_cookie
 from dispatch.handlers import hash_token
 
 
@@ -17,11 +18,15 @@ class Caller:
 
 
 def authenticate(request: Request) -> Caller:
+    """The bearer token, or else the console's session cookie (api/session.py)."""
     header = request.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
-        raise HTTPException(status.HTTP_401_UNAUTHORIZED, "missing bearer token",
-                            headers={"WWW-Authenticate": "Bearer"})
+        session = token_from_cookie(request) if not header else None
+        if session is None:
+            raise HTTPException(status.HTTP_401_UNAUTHORIZED, "missing bearer token",
+                                headers={"WWW-Authenticate": "Bearer"})
+        return Caller(token_id=session[0], name=session[1], role=session[2])
     uow = request.app.state.uow_factory()
     with uow:
         found = uow.tokens.by_hash(hash_token(token.strip()))

@@ -13,8 +13,10 @@ from schemas.config import Settings, get_settings
 
 
 def _logging(settings: Settings) -> None:
-    logging.basicConfig(level=settings.log_level.upper(),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from infra.logging_setup import configure
+
+    # Text or JSON lines (DOLBOM_LOG_FORMAT); phone numbers masked in both.
+    configure(settings.log_level, settings.log_format)
     for noisy in ("kafka", "aiokafka", "faust", "mode", "twilio.http_client", "alembic",
                   "httpx"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
@@ -63,7 +65,9 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
 
     _require_bootstrap(settings)
     app = create_app(settings)
-    worker = faust.Worker(app, loglevel=settings.log_level.lower(), quiet=True)
+    # Our logging (masking, JSON when asked) stays; Faust would replace the root handlers.
+    worker = faust.Worker(app, loglevel=settings.log_level.lower(), quiet=True,
+                          override_logging=False)
     worker.execute_from_commandline()
     return 0
 
@@ -84,7 +88,7 @@ def cmd_api(args: argparse.Namespace, settings: Settings) -> int:
     import uvicorn
 
     uvicorn.run("api.app:create_app", factory=True, host=args.host, port=args.port,
-                log_level=settings.log_level.lower(), access_log=False)
+                log_level=settings.log_level.lower(), access_log=False, log_config=None)
     return 0
 
 
@@ -92,6 +96,12 @@ def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
     from infra.supervisor import run_up
 
     return run_up(settings, host=args.host, port=args.port)
+
+
+def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
+    from infra.demo import run_demo
+
+    return run_demo(settings, host=args.host, port=args.port, fast=args.fast)
 
 
 def _safe_url(url: str) -> str:
@@ -108,6 +118,13 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--host", default="127.0.0.1")
     up.add_argument("--port", type=int, default=8000)
     up.set_defaults(func=cmd_up)
+
+    demo = sub.add_parser("demo", help="`up` plus demo data and simulated carers")
+    demo.add_argument("--host", default="127.0.0.1")
+    demo.add_argument("--port", type=int, default=8000)
+    demo.add_argument("--fast", action="store_true",
+                      help="requests every 1-2 s and answers within a second (for tests)")
+    demo.set_defaults(func=cmd_demo)
 
     api = sub.add_parser("api", help="run the HTTP API")
     api.add_argument("--host", default="127.0.0.1")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -37,6 +38,8 @@ class Settings(BaseSettings):
     # Messages per second per sender (a long code takes about 1).
     sms_rate_per_s: float = Field(default=1.0, gt=0)
     log_level: str = "INFO"
+    # `text` for people, `json` (one object per line) for a log collector.
+    log_format: Literal["text", "json"] = "text"
 
     twilio_account_sid: str | None = Field(
         default=None, validation_alias=AliasChoices("TWILIO_ACCOUNT_SID"))
