@@ -168,7 +168,13 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     _logging(settings)
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
-    return int(args.func(args, settings) or 0)
+    from dispatch.domain.policy import PolicyError
+
+    try:
+        return int(args.func(args, settings) or 0)
+    except PolicyError as exc:
+        print(f"policy error: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -85,7 +85,12 @@ class LocalSystem:
         return f"http://{self.host}:{self.port}"
 
     def start(self) -> Self:
+        from dispatch.domain.policy import load_policies
         from infra.db import upgrade
+
+        # A policy file with a mistake stops us here, naming the file and the field, before
+        # any process starts (each child would only crash on it, again and again).
+        load_policies(self.settings.policy_dir)
         from infra.topics import ensure_topics
 
         self.var.mkdir(parents=True, exist_ok=True)

@@ -93,3 +93,19 @@ def test_a_killed_supervisor_leaves_no_orphans(tmp_path: Path) -> None:
     while time.monotonic() < deadline and any(_alive(pid) for pid in children):
         time.sleep(0.2)
     assert not [pid for pid in children if _alive(pid)]
+
+
+def test_a_policy_file_with_a_mistake_stops_up_naming_file_and_field(tmp_path: Path) -> None:
+    policies = tmp_path / "policies"
+    policies.mkdir()
+    (policies / "hospital.toml").write_text(
+        'id = "hospital"\nlabel = "x"\nmode = "visit"\nmin_age_months = 0\n'
+        'max_age_months = 155\nhours = { daily = ["08:00-2O:00"] }\n', encoding="utf-8")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DOLBOM_", "TWILIO_"))}
+    done = subprocess.run(
+        [sys.executable, "-m", "infra.cli", "up", "--port", str(free_port())], cwd=tmp_path,
+        env={**env, "PYTHONPATH": str(Path.cwd()), "DOLBOM_POLICY_DIR": str(policies)},
+        capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2
+    assert "hospital.toml" in done.stderr and "hours" in done.stderr
+    assert "Traceback" not in done.stderr
