@@ -6,21 +6,32 @@ worker, finds them where the last one left off. Several workers may sweep at onc
 request is handled in its own transaction under its row lock, and everything is checked
 again after the lock is taken, so a request another worker has just handled is skipped and
 a sweep repeated changes nothing and sends nothing.
+
+The sweep also re-drives requests stuck in `received`: the database is the record, the broker
+(Tansu, memory only) is not, so a `request.received` the relay published to a broker that then
+restarted empty is gone. A request still `received` after `DOLBOM_REDRIVE_RECEIVED_AFTER_S`
+(30 s by default) is announced again with a fresh `request.received`; StartMatching dedupes by
+event id and acts only on a `received` request, so an extra announcement changes nothing.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Mapping
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
+from sqlalchemy import select
+
 from dispatch import commands as c
+from dispatch import orm
 from dispatch.domain.model import ACCEPTING_STATUSES, RequestStatus
 from dispatch.domain.policy import ServicePolicy
 from dispatch.handlers.matching import _escalate, offer_next, sla_deadline
 from dispatch.ports import Clock
 from dispatch.unit_of_work import UnitOfWork
+from schemas import messages as m
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +45,7 @@ def sweep_deadlines(cmd: c.SweepDeadlines, uow: UnitOfWork, clock: Clock,
     that has waited longest is served before newer ones.
     """
     now = clock()
+    redrive_received(uow, now, limit=cmd.limit)
     visit = {service: policy.escalate_after_s for service, policy in policies.items()
              if policy.mode == "visit"}
     with uow:
@@ -73,3 +85,39 @@ def _sweep_one(request_id: str, uow: UnitOfWork, now: datetime,
             return None  # nothing was due any more
         uow.commit()
         return {"expired": len(expired), "offered": offered, "escalated": escalated}
+
+
+def redrive_received(uow: UnitOfWork, now: datetime, *, after_s: float | None = None,
+                     limit: int = 100) -> int:
+    """Announce again the requests still `received` `after_s` seconds after their last
+    announcement (the broker lost it); one fresh `request.received` each. Returns how many.
+
+    A request whose announcement is still waiting for the relay (unpublished), or was made
+    less than `after_s` ago, is left alone, so a long outage does not pile up copies."""
+    if after_s is None:
+        after_s = float(os.environ.get("DOLBOM_REDRIVE_RECEIVED_AFTER_S", "30"))
+    cutoff = now - timedelta(seconds=after_s)
+    r, ob = orm.requests.c, orm.outbox.c
+    with uow:
+        stuck = list(uow.session.scalars(
+            select(r.id).where(r.status == RequestStatus.RECEIVED.value, r.created_at <= cutoff)
+            .order_by(r.created_at, r.id).limit(limit)))
+        if not stuck:
+            return 0
+        pending = set(uow.session.scalars(select(ob.key).where(
+            ob.type == m.RequestReceived.type, ob.key.in_(stuck),
+            (ob.published_at.is_(None)) | (ob.created_at > cutoff))))
+        redriven = 0
+        for request_id in stuck:
+            if request_id in pending:
+                continue
+            request = uow.requests.get(request_id, for_update=True)
+            if request is None or request.status != RequestStatus.RECEIVED:
+                continue  # matched since it was listed
+            uow.emit(m.RequestReceived(request_id=request.id, service=request.service),
+                     key=request.id, now=now)
+            redriven += 1
+        uow.commit()
+    if redriven:
+        log.warning("re-drove %d request(s) stuck in received for over %.0fs", redriven, after_s)
+    return redriven

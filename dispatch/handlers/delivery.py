@@ -39,6 +39,8 @@ LOOKUP_AFTER_S = 20
 # A row still `sending` after this long belongs to a sender that died mid-call.
 STUCK_SENDING_S = 60
 OPTED_OUT = 21610
+# A pending row this old that was never tried lost its sms.requested message.
+NEVER_NUDGED_S = 60
 
 # Twilio's statuses, in the order they can follow each other; the last four are final.
 PROVIDER_RANK = {"accepted": 1, "scheduled": 1, "queued": 2, "sending": 3, "sent": 4,
@@ -222,8 +224,13 @@ def sweep_notifications(cmd: c.SweepNotifications, uow: UnitOfWork, clock: Clock
     n = orm.notifications.c
     with uow:
         due = list(uow.session.scalars(select(n.id).where(
-            n.status == NotificationStatus.PENDING.value, n.next_attempt_at.is_not(None),
-            n.next_attempt_at <= now).limit(cmd.limit)))
+            n.status == NotificationStatus.PENDING.value,
+            # A retry that is due, or a first send whose Kafka message never came (lost with
+            # an emptied broker): the row is the record, the message only a nudge.
+            ((n.next_attempt_at.is_not(None) & (n.next_attempt_at <= now))
+             | (n.next_attempt_at.is_(None)
+                & (n.created_at <= now - timedelta(seconds=NEVER_NUDGED_S))))
+        ).limit(cmd.limit)))
         uncertain = list(uow.session.scalars(select(n.id).where(
             ((n.status == NotificationStatus.UNKNOWN.value) & (n.next_attempt_at <= now))
             | ((n.status == NotificationStatus.SENDING.value)

@@ -218,3 +218,17 @@ def test_undelivered_parent_sms_is_escalated_to_the_dispatcher(db_url: str) -> N
         types = list(conn.scalars(select(orm.timeline.c.type).where(
             orm.timeline.c.request_id == request.id)))
     assert "sms_problem" in types
+
+
+def test_a_notification_whose_kafka_message_was_lost_is_sent_by_the_sweep(db_url: str) -> None:
+    clock = Clock()
+    gateway = ScriptedGateway()
+    bus, family, _, note_id = _setup(db_url, gateway, clock)
+    # No DeliverNotification ever arrives (the broker restarted empty).
+    assert bus.handle(c.SweepNotifications())["retried"] == 0  # too early to call it lost
+    clock.advance(seconds=61)
+    assert bus.handle(c.SweepNotifications())["retried"] == 1
+    assert _row(db_url, id=note_id)["status"] == "sent"
+    assert [to for to, _ in gateway.sent] == [family.guardian_phone]
+    # The late Kafka message, if it ever comes, sends nothing more.
+    assert bus.handle(c.DeliverNotification(notification_id=note_id)) == "duplicate"
