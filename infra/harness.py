@@ -116,8 +116,8 @@ def wait_for(probe: Callable[[], Any], timeout: float, what: str) -> Any:
 def running_system(tmp: Path, **settings: Any) -> Iterator[Running]:
     port = free_port()
     with TwilioStub() as stub:
-        config = Settings(database_url=f"sqlite:///{tmp / 'dolbom.db'}",
-                          public_url=f"http://127.0.0.1:{port}",
+        settings.setdefault("database_url", f"sqlite:///{tmp / 'dolbom.db'}")
+        config = Settings(public_url=f"http://127.0.0.1:{port}",
                           worker_id=f"dolbom-e2e-{uuid.uuid4().hex[:6]}",
                           data_dir=tmp / "var", **settings)
         system = LocalSystem(config, var=tmp / "var", port=port, extra_env=stub.env())
@@ -133,6 +133,22 @@ def running_system(tmp: Path, **settings: Any) -> Iterator[Running]:
             raise
         finally:
             system.stop()
+
+
+@contextmanager
+def fresh_postgres(admin_url: str = "postgresql://postgres@127.0.0.1:5432/postgres",
+                   prefix: str = "dolbom_run_") -> Iterator[str]:
+    """An empty PostgreSQL database for one run (`dolbom up` migrates it), dropped after."""
+    import psycopg
+
+    name = prefix + uuid.uuid4().hex[:10]
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield admin_url.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://") + "/" + name
+    finally:
+        with psycopg.connect(admin_url, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def utc(dt: datetime) -> datetime:
