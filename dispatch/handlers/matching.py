@@ -8,12 +8,12 @@ win (a YES won, the request was cancelled) and tells those carers.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from datetime import datetime, time, timedelta
 from typing import Any
 
 from dispatch import commands as c
-from dispatch.domain.matching import select_candidates
+from dispatch.domain.matching import Candidate, select_candidates
 from dispatch.domain.model import Actor, Carer, OfferStatus, Request, RequestStatus
 from dispatch.domain.policy import ServicePolicy
 from dispatch.domain.strategies import next_offers
@@ -46,6 +46,25 @@ def start_matching(cmd: c.StartMatching, uow: UnitOfWork, clock: Clock,
         return offered
 
 
+def find_candidates(uow: UnitOfWork, request: Request, policy: ServicePolicy, now: datetime,
+                    exclude: Iterable[str] = ()) -> list[Candidate]:
+    """The carers who could take `request` now, best first, as matching ranks them.
+
+    Matching and the dispatcher's assign picker both ask here, so the board shows the
+    order the engine would offer in.
+    """
+    buffer = timedelta(minutes=policy.travel_buffer_minutes)
+    day_start = datetime.combine(request.start.astimezone(policy.tz).date(), time(0),
+                                 policy.tz)
+    return select_candidates(
+        policy, uow.carers.available(), district=request.location.get("district"),
+        busy=uow.carers.busy_between(request.start - buffer, request.end + buffer),
+        exclude=set(exclude),
+        jobs_today=uow.carers.jobs_since(now - timedelta(hours=24)),
+        lat=request.location.get("lat"), lon=request.location.get("lon"),
+        previous_location=uow.carers.previous_locations(day_start, request.start))
+
+
 def offer_next(uow: UnitOfWork, request: Request, policy: ServicePolicy, now: datetime,
                dispatcher_phone: str | None, limit: int | None = None,
                force: bool = False) -> int:
@@ -56,16 +75,7 @@ def offer_next(uow: UnitOfWork, request: Request, policy: ServicePolicy, now: da
     are open; `limit` caps how many go out.
     """
     request.expire_offers(now)
-    buffer = timedelta(minutes=policy.travel_buffer_minutes)
-    day_start = datetime.combine(request.start.astimezone(policy.tz).date(), time(0),
-                                 policy.tz)
-    candidates = select_candidates(
-        policy, uow.carers.available(), district=request.location.get("district"),
-        busy=uow.carers.busy_between(request.start - buffer, request.end + buffer),
-        exclude=request.offered_carer_ids(),
-        jobs_today=uow.carers.jobs_since(now - timedelta(hours=24)),
-        lat=request.location.get("lat"), lon=request.location.get("lon"),
-        previous_location=uow.carers.previous_locations(day_start, request.start))
+    candidates = find_candidates(uow, request, policy, now, exclude=request.offered_carer_ids())
     ranked = [cand.carer.id for cand in candidates]
     # Candidates never include anyone already asked, so a forced round asks nobody twice.
     chosen = next_offers(policy.offers, [] if force else request.offers, ranked)
