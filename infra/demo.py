@@ -253,6 +253,9 @@ def run_demo(settings: Settings, *, host: str, port: int, fast: bool = False) ->
         demo.seed()
         sms = "Twilio" if settings.twilio_enabled else "console gateway (no Twilio account)"
         print(f"sms       {sms}")
+        if not settings.twilio_enabled:
+            print("phones    every carer's and parent's SMS on the console's simulated phones,"
+                  " with a reply box")
         print(f"logs      {system.var.resolve()}/*.log")
         print(f"\n  console  http://{host}:{port}/console")
         print(f"  API      http://{host}:{port}/docs")

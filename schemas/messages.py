@@ -55,6 +55,13 @@ class RequestEscalated(Message):
     reason: str
 
 
+class EscalationAcknowledged(Message):
+    """A dispatcher has seen an escalated request and is on it (the board stops alarming)."""
+
+    type = "request.escalation_acknowledged"
+    request_id: str
+
+
 class SmsReceived(Message):
     """An inbound SMS was stored (row `inbound_id`); the worker interprets it."""
 
@@ -78,5 +85,5 @@ class CarerDutyChanged(Message):
 MESSAGE_TYPES: dict[str, type[Message]] = {
     cls.type: cls
     for cls in (RequestReceived, RequestMatching, OfferMade, RequestAssigned, RequestCancelled,
-                RequestEscalated, SmsReceived, SmsRequested, CarerDutyChanged)
+                RequestEscalated, EscalationAcknowledged, SmsReceived, SmsRequested, CarerDutyChanged)
 }

@@ -22,7 +22,7 @@ REQUESTS = Topic(
     key="request id",
     partitions=6,
     carries=("request.received", "request.matching", "offer.made", "request.assigned",
-             "request.cancelled", "request.escalated"),
+             "request.cancelled", "request.escalated", "request.escalation_acknowledged"),
 )
 SMS_INBOUND = Topic(
     name="dolbom.sms.inbound",

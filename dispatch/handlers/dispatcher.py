@@ -1,9 +1,9 @@
 """What a dispatcher (or a parent) can do to a request: cancel it, assign a carer, send the
-next offers now, add a note."""
+next offers now, add a note, acknowledge an escalation."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -137,3 +137,50 @@ def add_note(cmd: c.AddNote, uow: UnitOfWork, clock: Clock, **_: Any) -> Timelin
                                {"text": cmd.text, "dispatcher": cmd.dispatcher})
         uow.commit()
         return entry
+
+
+ESCALATED = "escalated"
+ACKNOWLEDGED = "escalation_acknowledged"
+
+
+def escalation_state(entries: Iterable[tuple[str, datetime, dict[str, Any]]]
+                     ) -> dict[str, Any] | None:
+    """The latest escalation of a request and whether a dispatcher has acknowledged it, from
+    its timeline as (type, at, detail) in order; None if it was never escalated.
+
+    Derived from the timeline, not stored in a column: an acknowledgement answers the
+    escalation before it, so a request escalated again (its carer withdrew) alarms again.
+    """
+    state: dict[str, Any] | None = None
+    for type_, at, detail in entries:
+        if type_ == ESCALATED:
+            state = {"at": at, "reason": detail.get("reason"), "acknowledged_at": None,
+                     "acknowledged_by": None}
+        elif type_ == ACKNOWLEDGED and state is not None and state["acknowledged_at"] is None:
+            state["acknowledged_at"] = at
+            state["acknowledged_by"] = detail.get("dispatcher")
+    return state
+
+
+def acknowledge_escalation(cmd: c.AcknowledgeEscalation, uow: UnitOfWork, clock: Clock,
+                           **_: Any) -> Request:
+    """A dispatcher takes on an escalated request: recorded on its timeline with their name
+    and announced, so every open board stops alarming. 409 unless the request is escalated;
+    acknowledging an escalation already acknowledged changes nothing."""
+    now = clock()
+    with uow:
+        request = uow.requests.get(cmd.request_id, for_update=True)
+        if request is None:
+            raise NotFound("no such request")
+        if request.status != RequestStatus.ESCALATED:
+            raise Conflict(f"request is {request.status}: only an escalated request can be "
+                           "acknowledged", code="not_escalated")
+        state = escalation_state((e.type, e.at, e.detail) for e in request.timeline)
+        if state is not None and state["acknowledged_at"] is not None:
+            return request
+        request.record(now, ACKNOWLEDGED, Actor.DISPATCHER,
+                       {"dispatcher": cmd.actor,
+                        "reason": state["reason"] if state is not None else None})
+        uow.emit(m.EscalationAcknowledged(request_id=request.id), key=request.id, now=now)
+        uow.commit()
+        return request

@@ -15,15 +15,20 @@ from unittest import mock
 
 import pytest
 
-from infra.harness import Running, running_system, tomorrow_at
+from infra.harness import Running, running_system, tomorrow_at, wait_for
 
 CHROMIUM = Path("/usr/bin/chromium")
-SCREENSHOT = Path(__file__).resolve().parents[2] / "test-output" / "board.png"
+# The demo-data screenshots (board.png, board-tablet.png) are test_board_demo.py's.
+SCREENSHOT = Path(__file__).resolve().parents[2] / "test-output" / "board-escalated.png"
 HOSTILE = "<img src=x onerror=alert(1)>"
 
 playwright_sync = pytest.importorskip("playwright.sync_api",
                                       reason="the playwright package is not installed")
 if not CHROMIUM.exists():
+    # .ci/run installs Chromium and sets DOLBOM_REQUIRE_BROWSER: there a missing browser
+    # is a failure, never a quiet skip.
+    if os.environ.get("DOLBOM_REQUIRE_BROWSER"):
+        raise RuntimeError(f"{CHROMIUM} is missing but DOLBOM_REQUIRE_BROWSER is set")
     pytest.skip(f"{CHROMIUM} is missing (apt-get install chromium); CI installs it",
                 allow_module_level=True)
 
@@ -190,10 +195,17 @@ def test_a_hostile_carer_name_renders_as_text(system: Running, board: Board) -> 
     carer = system.carer(HOSTILE, "010-5555-0003")
     name = page.locator(f'#carers li[data-carer="{carer["id"]}"] .carer-name')
     expect(name).to_have_text(HOSTILE)
-    expect(page.locator(f'#assign-carer option[value="{carer["id"]}"]')).to_have_count(1)
+    # …and in the assign picker of a request it could take (광산구, hospital care).
+    created = hospital_request(system, family(system, "010-5555-0905"), start_hour=16)
+    board.row(created["id"]).click()
+    option = page.locator(f'#assign-carer option[value="{carer["id"]}"]')
+    expect(option).to_have_count(1)
+    expect(option).to_contain_text(HOSTILE)
     assert page.locator("#carers img, #assign-carer img, main img").count() == 0
     page.wait_for_timeout(500)
     assert not [d for d in board.dialogs if d[0] == "alert"]
+    assert system.http.post(f"/v1/requests/{created['id']}/cancel",
+                            json={"reason": "test"}).status_code == 200
 
 
 def test_new_events_arrive_after_the_stream_is_dropped(system: Running, board: Board) -> None:
@@ -209,3 +221,104 @@ def test_new_events_arrive_after_the_stream_is_dropped(system: Running, board: B
     assert system.http.post(f"/v1/requests/{created['id']}/cancel",
                             json={"reason": "test"}).status_code == 200
     expect(board.row(created["id"])).to_have_count(0)
+
+
+def _acknowledge_open_escalations(system: Running) -> None:
+    for r in system.http.get("/v1/requests", params={"open": "true"}).json():
+        if r["status"] == "escalated" and not r["escalation"]["acknowledged"]:
+            assert system.http.post(f"/v1/requests/{r['id']}/acknowledge").status_code == 200
+
+
+def test_an_escalation_rings_until_acknowledged_then_stays_listed_quietly(
+        system: Running, board: Board) -> None:
+    page = board.page
+    _acknowledge_open_escalations(system)  # earlier tests' escalations: a quiet board first
+    page.evaluate("dolbomBoard.alarmEveryMs = 400")
+    expect(page.locator("#alarm")).to_be_hidden()
+    created = hospital_request(system, family(system, "010-5555-0906", district="동구"),
+                               district="동구", start_hour=15)
+    row = board.row(created["id"])
+    expect(row).to_have_attribute("data-status", "escalated", timeout=30_000)
+    expect(row).to_have_attribute("data-acknowledged", "false")
+    expect(page.locator("#alarm")).to_be_visible()
+    expect(page.locator("#alarm")).to_have_attribute("data-count", "1")
+    # It keeps ringing: several beeps while nobody acknowledges it.
+    start = page.evaluate("dolbomBoard.beeps")
+    # (wait_for_function would need eval, which the page's CSP forbids: poll instead)
+    wait_for(lambda: page.evaluate("dolbomBoard.beeps") >= start + 2, 5, "two more beeps")
+    assert row.evaluate("r => getComputedStyle(r).backgroundColor") == "rgb(253, 226, 225)"
+    # Muting silences the sound only: the alarm still rings on screen and is still counted.
+    page.click("#mute")
+    expect(page.locator("#mute")).to_have_attribute("aria-pressed", "true")
+    assert page.evaluate("localStorage.getItem('dolbom-muted')") == "1"
+    muted = page.evaluate("dolbomBoard.beeps")
+    wait_for(lambda: page.evaluate("dolbomBoard.beeps") > muted, 5, "a muted beep")
+    expect(page.locator("#alarm")).to_be_visible()
+    page.click("#mute")
+    expect(page.locator("#mute")).to_have_attribute("aria-pressed", "false")
+
+    row.locator("button.ack").click()  # asks first, then records the dispatcher's name
+    expect(row).to_have_attribute("data-acknowledged", "true")
+    assert any(kind == "confirm" and created["code"] in msg and "확인" in msg
+               for kind, msg in board.dialogs)
+    expect(row.locator(".ack-badge")).to_have_text("확인됨")
+    expect(row.locator("button.ack")).to_have_count(0)
+    expect(page.locator("#alarm")).to_be_hidden()
+    assert page.evaluate("dolbomBoard.alarming.size") == 0
+    quiet = page.evaluate("dolbomBoard.beeps")
+    page.wait_for_timeout(1_500)  # more than three alarm periods
+    assert page.evaluate("dolbomBoard.beeps") == quiet
+    # Still listed, still escalated (it needs a carer), no longer the alarm colour.
+    expect(row).to_have_attribute("data-status", "escalated")
+    assert row.evaluate("r => getComputedStyle(r).backgroundColor") != "rgb(253, 226, 225)"
+
+    row.click()
+    banner = page.locator("#escalation-banner")
+    expect(banner).to_have_attribute("data-acknowledged", "true")
+    expect(banner).to_contain_text("e2e dispatcher")
+    ack = page.locator('#timeline tr[data-type="escalation_acknowledged"]')
+    expect(ack).to_contain_text("e2e dispatcher")
+    detail = system.get_request(created["id"])
+    assert detail["escalation"]["acknowledged_by"] == "e2e dispatcher"
+
+
+def test_the_assign_picker_lists_candidates_in_rank_order(system: Running,
+                                                          board: Board) -> None:
+    page = board.page
+    # 남구, around the ward at 35.13N 126.90E: homes 5, 1 and 3 km away.
+    carers = {}
+    for name, phone, km in (("남먼곳", "010-5555-0031", 5), ("남가까", "010-5555-0032", 1),
+                            ("남중간", "010-5555-0033", 3)):
+        r = system.post("/v1/carers", {"name": name, "phone": phone, "districts": ["남구"],
+                                       "skills": ["hospital"],
+                                       "home": {"lat": 35.13 + km * 0.009, "lon": 126.90}})
+        assert r.status_code == 201, r.text
+        carers[name] = r.json()["id"]
+        assert system.http.put(f"/v1/carers/{carers[name]}/duty",
+                               json={"on_duty": True}).status_code == 200
+    start = tomorrow_at(11)
+    r = system.post("/v1/requests", {
+        "service": "hospital", "family_id": (fam := family(system, "010-5555-0907", "남구"))["id"],
+        "child_id": fam["children"][0]["id"], "start": start.isoformat(),
+        "end": start.replace(hour=14).isoformat(),
+        "location": {"hospital": "전남대병원", "ward": "소아병동 5층", "district": "남구",
+                     "lat": 35.13, "lon": 126.90}})
+    assert r.status_code == 202, r.text
+    created = r.json()
+    board.row(created["id"]).click()
+    ranked = page.locator("#assign-carer optgroup").first.locator("option")
+    expect(ranked).to_have_count(3)
+    assert ranked.evaluate_all("os => os.map(o => o.value)") == [
+        carers["남가까"], carers["남중간"], carers["남먼곳"]]
+    expect(ranked.first).to_contain_text("1. 남가까")
+    expect(ranked.first).to_contain_text("1km")
+    api = system.http.get(f"/v1/requests/{created['id']}/candidates").json()
+    assert [c["carer"]["id"] for c in api["candidates"]] == ranked.evaluate_all(
+        "os => os.map(o => o.value)")
+
+    page.select_option("#assign-carer", carers["남중간"])
+    page.click("#assign")
+    row = board.row(created["id"])
+    expect(row).to_have_attribute("data-status", "assigned")
+    expect(row.locator("td.carer")).to_have_text("남중간")
+    assert any(kind == "confirm" and "남중간" in msg for kind, msg in board.dialogs)
