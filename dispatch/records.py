@@ -154,3 +154,18 @@ class CenterBooking:
         self.provisional = provisional
         self.active = active
         self.created_at = created_at
+
+
+class AuditEntry:
+    """Someone read a family's record (or a request that shows it): who, as what, where."""
+
+    def __init__(self, *, at: datetime, actor: str, role: str, action: str,
+                 family_id: str | None = None, request_id: str | None = None,
+                 id: str | None = None) -> None:
+        self.id = id or new_id()
+        self.at = at
+        self.actor = actor
+        self.role = role
+        self.action = action
+        self.family_id = family_id
+        self.request_id = request_id

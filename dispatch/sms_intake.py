@@ -234,6 +234,10 @@ class SmsIntake:
                           consent_health_data=self.family.consent_health_data)
         except Ineligible as exc:
             return exc
+        if child.disability and not self.family.consent_health_data:
+            # Refused now rather than after the parent's 네 (store_request checks it too).
+            return Ineligible("a disability is health data: consent.health_data needed",
+                              code="health_consent_required")
         return None
 
     def _label(self, policy: ServicePolicy) -> str:

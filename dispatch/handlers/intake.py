@@ -11,6 +11,7 @@ from dispatch.domain.errors import Ineligible, NotFound
 from dispatch.domain.model import Actor, Request, new_job_code
 from dispatch.domain.policy import ServicePolicy, check_request
 from dispatch.handlers.common import local_time
+from dispatch.handlers.registration import HEALTH_CONSENT_MESSAGE
 from dispatch.ports import Clock
 from dispatch.unit_of_work import UnitOfWork
 from schemas import messages as m
@@ -49,6 +50,11 @@ def store_request(uow: UnitOfWork, cmd: c.SubmitRequest, policy: ServicePolicy,
     check_request(policy, birth_date=child.birth_date, start=cmd.start, end=cmd.end,
                   location=cmd.location, now=now,
                   consent_health_data=family.consent_health_data)
+    # §23: a disabled child's request carries health data (the centre ratio, the carer's
+    # skills). The policy checks a hospital admission; this covers every service and every
+    # channel (API, SMS, phone), including a family registered before this check existed.
+    if child.disability and not family.consent_health_data:
+        raise Ineligible(HEALTH_CONSENT_MESSAGE, code="health_consent_required")
     location = dict(cmd.location)
     location.setdefault("district", family.district)
     taken = uow.requests.open_codes()

@@ -16,6 +16,10 @@ from schemas import messages as m
 
 ROLES = ("dispatcher", "intake", "admin")
 
+HEALTH_CONSENT_MESSAGE = (
+    "장애 여부는 건강정보입니다. 보호자의 건강정보 이용 동의가 필요합니다 / a disability is "
+    "health data: the guardian must consent to it separately (consent.health_data = true)")
+
 
 def hash_token(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
@@ -50,8 +54,12 @@ def set_duty(cmd: c.SetDuty, uow: UnitOfWork, clock: Clock, **_: Any) -> Carer:
 def register_family(cmd: c.RegisterFamily, uow: UnitOfWork, clock: Clock, **_: Any) -> Family:
     # 개인정보보호법 §22-2: a child's data needs the guardian's recorded consent.
     if not cmd.consent_child_data:
-        raise Ineligible("a guardian's consent to store the child's data is required "
-                         "(consent.child_data = true)", code="consent_required")
+        raise Ineligible("보호자의 아동 정보 이용 동의가 필요합니다 / a guardian's consent to "
+                         "store the child's data is required (consent.child_data = true)",
+                         code="consent_required")
+    # §23: a disability is health data, which needs its own consent, separate from the above.
+    if any(ch.disability for ch in cmd.children) and not cmd.consent_health_data:
+        raise Ineligible(HEALTH_CONSENT_MESSAGE, code="health_consent_required")
     with uow:
         family = Family(
             guardian_name=cmd.guardian_name, guardian_phone=cmd.guardian_phone,
