@@ -6,11 +6,14 @@ is what makes "nothing lost, nothing twice" possible: either both are stored or 
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from types import TracebackType
 from typing import Any, Self
 
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from dispatch import orm, repository
@@ -18,6 +21,37 @@ from dispatch.records import Notification, OutboxMessage, ProcessedMessage
 from schemas.envelope import Envelope
 from schemas.messages import Message, SmsRequested
 from schemas.topics import topic_for
+
+# Messages no process consumes from Kafka: the console reads them from the outbox table
+# (api/stream.py), so they are stored like every other event but never published. Each one
+# published would cost the relay, the broker and every worker a message for nothing.
+LOCAL_ONLY = frozenset({"request.matching"})
+
+
+def sms_nudge_event_id(notification_id: str) -> str:
+    """The `event_id` of the `sms.requested` message of a notification, so that whoever
+    claims the notification can find its outbox row (see `retire_sms_nudge`)."""
+    return f"sms-requested:{notification_id}"
+
+
+_collecting = threading.local()
+
+
+@contextmanager
+def committed_sms() -> Iterator[list[str]]:
+    """Collect the ids of notifications committed by units of work on this thread.
+
+    The worker uses it to hand an SMS to the gateway right after the transaction that
+    queued it commits, instead of waiting for the relay and a Kafka hop; the
+    `sms.requested` message stays in the outbox as the at-least-once backstop.
+    """
+    ids: list[str] = []
+    outer = getattr(_collecting, "ids", None)
+    _collecting.ids = ids
+    try:
+        yield ids
+    finally:
+        _collecting.ids = outer
 
 
 class UnitOfWork:
@@ -29,13 +63,16 @@ class UnitOfWork:
     tokens: repository.Tokens
     drafts: repository.Drafts
     centers: repository.Centers
+    audit: repository.AuditLog
     session: Session
 
     def __init__(self, session_factory: sessionmaker[Session]) -> None:
         self._session_factory = session_factory
+        self._queued_sms: list[str] = []
 
     def __enter__(self) -> Self:
         self.session = self._session_factory()
+        self._queued_sms = []
         self.requests = repository.Requests(self.session)
         self.carers = repository.Carers(self.session)
         self.families = repository.Families(self.session)
@@ -44,6 +81,7 @@ class UnitOfWork:
         self.tokens = repository.Tokens(self.session)
         self.drafts = repository.Drafts(self.session)
         self.centers = repository.Centers(self.session)
+        self.audit = repository.AuditLog(self.session)
         return self
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
@@ -58,19 +96,53 @@ class UnitOfWork:
 
     def commit(self) -> None:
         self.session.commit()
+        collector = getattr(_collecting, "ids", None)
+        if collector is not None:
+            collector.extend(self._queued_sms)
+        self._queued_sms = []
 
     def rollback(self) -> None:
         self.session.rollback()
+        self._queued_sms = []
 
     # -- messages out -------------------------------------------------------------
-    def emit(self, message: Message, *, key: str, now: datetime) -> Envelope:
-        """Queue `message` for Kafka, in this transaction."""
+    def emit(self, message: Message, *, key: str, now: datetime,
+             event_id: str | None = None) -> Envelope:
+        """Queue `message` for Kafka, in this transaction (LOCAL_ONLY types: for the
+        console's stream only, never published)."""
         envelope = Envelope(type=message.type, version=message.version, key=key,
-                            payload=message.model_dump(mode="json"), occurred_at=now)
-        self.session.add(OutboxMessage(event_id=envelope.event_id, topic=topic_for(message.type).name,
-                                       key=key, type=message.type, body=envelope.to_bytes(),
-                                       created_at=now))
+                            payload=message.model_dump(mode="json"), occurred_at=now,
+                            **({"event_id": event_id} if event_id else {}))
+        row = OutboxMessage(event_id=envelope.event_id, topic=topic_for(message.type).name,
+                            key=key, type=message.type, body=envelope.to_bytes(),
+                            created_at=now)
+        if message.type in LOCAL_ONLY:
+            # published_at == created_at: settled without Kafka (the relay skips it).
+            row.published_at = now
+        self.session.add(row)
         return envelope
+
+    def retire_sms_nudge(self, notification_id: str) -> bool:
+        """The notification has been claimed: its `sms.requested` message, if the relay has
+        not taken it yet, need not go to Kafka (it would only find the claim and do
+        nothing). Marked published at its own creation time, which is how a row settled
+        without Kafka is told apart. A row the relay holds (PostgreSQL) is left to it."""
+        o = orm.outbox.c
+        unpublished = (o.event_id == sms_nudge_event_id(notification_id),
+                       o.published_at.is_(None))
+        if self.session.get_bind().dialect.name != "postgresql":
+            # SQLite: this transaction holds the write lock; one statement does it.
+            done = self.session.execute(update(orm.outbox).where(*unpublished)
+                                        .values(published_at=o.created_at))
+            return bool(getattr(done, "rowcount", 0))
+        # Never wait for a relay that holds the row: skip it, the relay publishes it.
+        row_id = self.session.scalar(select(o.id).where(*unpublished)
+                                     .with_for_update(skip_locked=True))
+        if row_id is None:
+            return False
+        self.session.execute(update(orm.outbox).where(o.id == row_id, o.published_at.is_(None))
+                             .values(published_at=o.created_at))
+        return True
 
     def notify(self, *, event_id: str, recipient: str, kind: str, params: dict[str, Any],
                now: datetime, lang: str = "ko", request_id: str | None = None,
@@ -82,7 +154,9 @@ class UnitOfWork:
                             created_at=now, lang=lang, request_id=request_id,
                             validity_s=validity_s)
         self.notifications.add(note)
-        self.emit(SmsRequested(notification_id=note.id), key=recipient, now=now)
+        self.emit(SmsRequested(notification_id=note.id), key=recipient, now=now,
+                  event_id=sms_nudge_event_id(note.id))
+        self._queued_sms.append(note.id)
         return note
 
     # -- messages in --------------------------------------------------------------

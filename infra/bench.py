@@ -1,6 +1,6 @@
 """End-to-end latency of the hospital path on this machine, against the broker floor.
 
-    ./dev bench                      # 50 requests, SQLite, fetch wait 10 ms
+    ./dev bench                      # 50 requests, SQLite, fetch wait 10 ms (= bench latency)
     ./dev bench --requests 50 --fetch-wait-ms 1500   # Faust's built-in wait, for contrast
 
 Starts the real system (embedded broker, worker, relay, API, all as child processes, as
@@ -13,6 +13,9 @@ path is two Kafka hops (API → relay → worker → relay → notifier), so it 
 twice the one-hop floor measured on the same broker with the same fetch wait.
 Results are printed as a table and written as JSON under var/bench/. The per-sender SMS
 rate limit is raised to 100/s (--sms-rate) so the run measures the system, not the throttle.
+
+Under load, and at scale: `dolbom bench load`, `dolbom bench sustained`
+(infra/bench_load.py) and `dolbom bench matching` (infra/bench_matching.py).
 """
 
 from __future__ import annotations
@@ -111,8 +114,34 @@ def table(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+SUBCOMMANDS = {
+    "latency": "one request at a time (the default, as above)",
+    "load": "paced arrivals at given rates: latency, messages per request, peak RSS",
+    "sustained": "step the paced rate up until p99 POST -> offer passes 1 s",
+    "matching": "candidate search with 30,000 carers and 1,000 open requests, in-process",
+}
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    argv = list(argv or [])
+    if argv[:1] == ["load"]:
+        from infra.bench_load import main_load
+
+        return main_load(argv[1:])
+    if argv[:1] == ["sustained"]:
+        from infra.bench_load import main_sustained
+
+        return main_sustained(argv[1:])
+    if argv[:1] == ["matching"]:
+        from infra.bench_matching import main as matching_main
+
+        return matching_main(argv[1:])
+    if argv[:1] == ["latency"]:
+        argv = argv[1:]
+    parser = argparse.ArgumentParser(
+        prog="dolbom bench", description=__doc__.split("\n\n")[0],
+        epilog="other benchmarks: " + "; ".join(f"dolbom bench {name}: {what}"
+                                               for name, what in SUBCOMMANDS.items()))
     parser.add_argument("--requests", type=int, default=50)
     parser.add_argument("--fetch-wait-ms", type=int, default=10)
     parser.add_argument("--out", type=Path, default=Path("var/bench"))

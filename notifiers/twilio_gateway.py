@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import re
+import threading
 from typing import Any
 
 import requests
@@ -69,19 +70,34 @@ class TwilioGateway:
         self.status_callback_url = status_callback_url
         self.api_base_url = (api_base_url or DEFAULT_API_BASE_URL).rstrip("/")
         self.timeout = timeout
+        self._credentials = (account_sid, auth_token)
+        # One Twilio client per thread: TwilioHttpClient keeps each response on itself and
+        # returns it from there, so two threads sending at once (the worker sends from its
+        # agents and its sweep) could each get the other's answer and record the wrong SID.
+        self._local = threading.local()
+
+    @property
+    def _client(self) -> Client:
+        client: Client | None = getattr(self._local, "client", None)
+        if client is None:
+            client = self._local.client = self._new_client()
+        return client
+
+    def _new_client(self) -> Client:
         # The timeout covers connect and each socket read, so a hung Twilio costs at most
         # `timeout` per call instead of blocking a notifier thread forever.
-        http_client = TwilioHttpClient(timeout=timeout, logger=_http_log)
-        self._client = Client(account_sid, auth_token, http_client=http_client)
+        http_client = TwilioHttpClient(timeout=self.timeout, logger=_http_log)
+        client = Client(*self._credentials, http_client=http_client)
         if self.api_base_url != DEFAULT_API_BASE_URL:
             # Domain.base_url is the public attribute every Messages URL (and the next_page_uri
             # of a listing) is joined onto, so setting it is the supported redirect; no
             # transport rewriting or private patching needed.
-            self._client.api.base_url = self.api_base_url
+            client.api.base_url = self.api_base_url
             # TWILIO_EDGE / TWILIO_REGION in the environment would rewrite the host to
             # api.<edge>.<region>.twilio.com; a custom endpoint must be used as given.
-            self._client.edge = None
-            self._client.region = None
+            client.edge = None
+            client.region = None
+        return client
 
     def send(self, to: str, body: str, *, validity_period: int | None = None) -> SentSms:
         kwargs: dict[str, Any] = {"to": to, "body": body}
@@ -119,7 +135,9 @@ class TwilioGateway:
         return SentSms(sid=str(message.sid), status=str(message.status))
 
     def find_sent(self, to: str, body: str, exclude: set[str]) -> SentSms | None:
-        for sid, status, sent_body in self.recent_to(to):
+        # A send left `sending` by a dead worker is looked up a minute later; a busy carer
+        # can get dozens of SMS in that minute (52 in the failover test), so look well back.
+        for sid, status, sent_body in self.recent_to(to, limit=200):
             if sent_body == body and sid not in exclude:
                 return SentSms(sid=sid, status=status)
         return None

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 from dispatch.domain.model import Carer
@@ -58,3 +58,61 @@ def select_candidates(policy: ServicePolicy, carers: Iterable[Carer], *, distric
     picked.sort(key=lambda c: (c.distance_km is None, c.distance_km or 0.0, c.jobs_today,
                                -c.carer.rating, c.carer.id))
     return picked if limit is None else picked[:limit]
+
+
+# How far from the job the search looks first, then widens: most jobs find their few nearest
+# carers in the first box or two. Past the last radius the caller ranks every carer.
+SEARCH_RADII_KM = (0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0)
+_KM_PER_DEGREE_LAT = 111.0  # a little less than the true 111.2: the box errs on the big side
+
+
+@dataclass(frozen=True)
+class Box:
+    """A latitude/longitude box: what a database index on home coordinates can answer."""
+
+    south: float
+    west: float
+    north: float
+    east: float
+
+    def contains(self, lat: float, lon: float) -> bool:
+        return self.south <= lat <= self.north and self.west <= lon <= self.east
+
+
+def box_around(lat: float, lon: float, radius_km: float) -> Box:
+    """A box holding every point within `radius_km` (great-circle) of (lat, lon)."""
+    dlat = radius_km / _KM_PER_DEGREE_LAT
+    # A degree of longitude shrinks towards the poles; take the widest the box can need.
+    coslat = math.cos(math.radians(min(89.0, abs(lat) + dlat)))
+    dlon = min(180.0, radius_km / (_KM_PER_DEGREE_LAT * max(coslat, 1e-6)))
+    return Box(lat - dlat, lon - dlon, lat + dlat, lon + dlon)
+
+
+def select_nearest(policy: ServicePolicy, carers_in: Callable[[Box], Iterable[Carer]], *,
+                   enough: int, lat: float, lon: float, district: str | None, busy: set[str],
+                   exclude: set[str], jobs_today: Mapping[str, int],
+                   previous_location: Mapping[str, tuple[float, float]],
+                   elsewhere: Iterable[Carer] = (),
+                   radii_km: Iterable[float] = SEARCH_RADII_KM) -> list[Candidate] | None:
+    """The best candidates by `select_candidates`' ranking, found without ranking everyone.
+
+    Looks in a box around the job (`carers_in(box)`: carers on duty whose home is in it),
+    widening until at least `enough` candidates lie within the radius the box was drawn
+    for. Every carer within that radius has then been seen: one at home is in the box, and
+    one setting off from an earlier job (`previous_location`) must be in `elsewhere`. So the
+    candidates within the radius are exactly the head of the full ranking, and that head is
+    what is returned: its first `enough`. None when even the widest circle holds too few:
+    the caller must rank everyone.
+    """
+    others = list(elsewhere)
+    for radius in radii_km:
+        seen = {c.id: c for c in carers_in(box_around(lat, lon, radius))}
+        for carer in others:
+            seen.setdefault(carer.id, carer)
+        ranked = select_candidates(policy, seen.values(), district=district, busy=busy,
+                                   exclude=exclude, jobs_today=jobs_today, lat=lat, lon=lon,
+                                   previous_location=previous_location)
+        within = [c for c in ranked if c.distance_km is not None and c.distance_km <= radius]
+        if len(within) >= enough:
+            return within[:enough]
+    return None

@@ -83,18 +83,21 @@ def deliver_notification(cmd: c.DeliverNotification, uow: UnitOfWork, clock: Clo
                 seconds=note.validity_s):
             note.status = NotificationStatus.FAILED
             note.error = "stale: not sent after its validity period"
+            uow.retire_sms_nudge(note.id)
             uow.commit()
             return "stale"
         closed = _closed_before_sending(uow, note)
         if closed is not None:
             note.status = NotificationStatus.SKIPPED
             note.error = closed
+            uow.retire_sms_nudge(note.id)
             uow.commit()
             return "closed"
         person = uow.carers.by_phone(note.recipient) or uow.families.by_phone(note.recipient)
         if person is not None and person.opted_out:
             note.status = NotificationStatus.SKIPPED
             note.error = "recipient opted out"
+            uow.retire_sms_nudge(note.id)
             uow.commit()
             return "skipped"
         body = note.body or templates(note.kind, note.params, note.lang)
@@ -106,6 +109,11 @@ def deliver_notification(cmd: c.DeliverNotification, uow: UnitOfWork, clock: Clo
         validity = None
         if note.validity_s is not None:
             validity = max(1, note.validity_s - int((now - note.created_at).total_seconds()))
+        # The claim: `sending`, committed before the call. Under the row lock (PostgreSQL)
+        # or the write lock taken at BEGIN (SQLite), so of two deliverers of one row (the
+        # worker right after the commit, and the sms.requested message) exactly one gets
+        # here; the other reads `sending` and stops. Its Kafka message is no longer needed.
+        uow.retire_sms_nudge(note.id)
         uow.commit()
         recipient, attempts = note.recipient, note.attempts
     try:

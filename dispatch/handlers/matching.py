@@ -13,9 +13,14 @@ from datetime import datetime, time, timedelta
 from typing import Any
 
 from dispatch import commands as c
-from dispatch.domain.matching import Candidate, select_candidates
+from dispatch.domain.matching import (
+    SEARCH_RADII_KM,
+    Candidate,
+    select_candidates,
+    select_nearest,
+)
 from dispatch.domain.model import Actor, Carer, OfferStatus, Request, RequestStatus
-from dispatch.domain.policy import ServicePolicy
+from dispatch.domain.policy import OfferRules, ServicePolicy
 from dispatch.domain.strategies import next_offers
 from dispatch.handlers.common import local_time, place_of
 from dispatch.ports import Clock
@@ -47,22 +52,71 @@ def start_matching(cmd: c.StartMatching, uow: UnitOfWork, clock: Clock,
 
 
 def find_candidates(uow: UnitOfWork, request: Request, policy: ServicePolicy, now: datetime,
-                    exclude: Iterable[str] = ()) -> list[Candidate]:
+                    exclude: Iterable[str] = (), *, enough: int | None = None
+                    ) -> list[Candidate]:
     """The carers who could take `request` now, best first, as matching ranks them.
 
     Matching and the dispatcher's assign picker both ask here, so the board shows the
-    order the engine would offer in.
+    order the engine would offer in. With `enough`, only the head of that ranking is
+    wanted (at least `enough` carers, when there are that many): for a job with
+    coordinates it is found through a box around the job that widens as needed
+    (`select_nearest`), not by loading and ranking every carer on duty.
     """
     buffer = timedelta(minutes=policy.travel_buffer_minutes)
     day_start = datetime.combine(request.start.astimezone(policy.tz).date(), time(0),
                                  policy.tz)
+    district = request.location.get("district")
+    busy = uow.carers.busy_between(request.start - buffer, request.end + buffer)
+    jobs_today = uow.carers.jobs_since(now - timedelta(hours=24))
+    previous = uow.carers.previous_locations(day_start, request.start)
+    lat, lon = _coordinates(request.location)
+    if enough is not None and lat is not None and lon is not None:
+        # Start one step below the radius that sufficed last time for this service: each
+        # box is a query, and most jobs of a service need about the same radius. Any start
+        # gives the same answer (select_nearest), only the number of queries changes.
+        start = max(0, _radius_hint.get(policy.id, 0) - 1)
+        nearest = select_nearest(
+            policy, uow.carers.available_in_box, enough=max(1, enough), lat=lat, lon=lon,
+            district=district, busy=busy, exclude=set(exclude), jobs_today=jobs_today,
+            previous_location=previous, elsewhere=uow.carers.available_among(previous),
+            radii_km=SEARCH_RADII_KM[start:])
+        if nearest is not None:
+            farthest = max(cand.distance_km or 0.0 for cand in nearest)
+            _radius_hint[policy.id] = next(
+                (i for i, r in enumerate(SEARCH_RADII_KM) if r >= farthest),
+                len(SEARCH_RADII_KM) - 1)
+            # The search ranked light profiles; hand back the carers themselves.
+            loaded = {cr.id: cr for cr in uow.carers.available_among(
+                [cand.carer.id for cand in nearest])}
+            if all(cand.carer.id in loaded for cand in nearest):
+                return [Candidate(loaded[cand.carer.id], cand.distance_km, cand.jobs_today)
+                        for cand in nearest]
+            # Someone went off duty in between: rank again from scratch below.
     return select_candidates(
-        policy, uow.carers.available(), district=request.location.get("district"),
-        busy=uow.carers.busy_between(request.start - buffer, request.end + buffer),
-        exclude=set(exclude),
-        jobs_today=uow.carers.jobs_since(now - timedelta(hours=24)),
-        lat=request.location.get("lat"), lon=request.location.get("lon"),
-        previous_location=uow.carers.previous_locations(day_start, request.start))
+        policy, uow.carers.available(), district=district, busy=busy, exclude=set(exclude),
+        jobs_today=jobs_today, lat=request.location.get("lat"),
+        lon=request.location.get("lon"), previous_location=previous)
+
+
+# Per service: the index in SEARCH_RADII_KM of the smallest radius that held the last head.
+_radius_hint: dict[str, int] = {}
+
+
+def _coordinates(location: Mapping[str, Any]) -> tuple[float | None, float | None]:
+    lat, lon = location.get("lat"), location.get("lon")
+    if isinstance(lat, int | float) and isinstance(lon, int | float) \
+            and not isinstance(lat, bool) and not isinstance(lon, bool):
+        return float(lat), float(lon)
+    return None, None
+
+
+def _enough_for(rules: OfferRules) -> int | None:
+    """How many of the best candidates the strategy can ask at once (None: all of them)."""
+    if rules.strategy == "waves":
+        return rules.wave_size
+    if rules.strategy == "sequential":
+        return 1
+    return None
 
 
 def offer_next(uow: UnitOfWork, request: Request, policy: ServicePolicy, now: datetime,
@@ -75,7 +129,8 @@ def offer_next(uow: UnitOfWork, request: Request, policy: ServicePolicy, now: da
     are open; `limit` caps how many go out.
     """
     request.expire_offers(now)
-    candidates = find_candidates(uow, request, policy, now, exclude=request.offered_carer_ids())
+    candidates = find_candidates(uow, request, policy, now, exclude=request.offered_carer_ids(),
+                                 enough=None if force else _enough_for(policy.offers))
     ranked = [cand.carer.id for cand in candidates]
     # Candidates never include anyone already asked, so a forced round asks nobody twice.
     chosen = next_offers(policy.offers, [] if force else request.offers, ranked)
