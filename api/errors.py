@@ -7,7 +7,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from sqlalchemy.exc import DataError, OperationalError
+from sqlalchemy.exc import DataError, InterfaceError, OperationalError
 from starlette.exceptions import HTTPException
 
 from dispatch.domain.errors import Conflict, DomainError, Ineligible, NotFound
@@ -87,8 +87,10 @@ def install(app: FastAPI) -> None:
                      "searched for (for example a NUL character)")
 
     @app.exception_handler(OperationalError)
-    async def _db_down(_: Request, exc: OperationalError) -> JSONResponse:
-        # Nothing was stored: say so, and when to try again.
+    @app.exception_handler(InterfaceError)  # psycopg: "the connection is closed"
+    async def _db_down(_: Request, exc: OperationalError | InterfaceError) -> JSONResponse:
+        # Nothing was stored (the bus has already waited a few seconds for the database):
+        # say so, and when to try again.
         return JSONResponse({"code": "unavailable",
                              "message": "the database is not answering; nothing was stored"},
                             status_code=503, headers={"Retry-After": "5"})

@@ -10,13 +10,17 @@ from fastapi import APIRouter, HTTPException, Request, Response
 from starlette.concurrency import run_in_threadpool
 from twilio.request_validator import RequestValidator
 
+from api.limits import limiter
 from dispatch import commands as c
+from notifiers import grammar
 from schemas.phone import InvalidPhone, mask, normalise
 
 log = logging.getLogger("dolbom.webhooks")
 router = APIRouter(prefix="/webhooks/twilio")
 
 EMPTY_TWIML = '<?xml version="1.0" encoding="UTF-8"?><Response></Response>'
+RATE_LIMITED_TWIML = ('<?xml version="1.0" encoding="UTF-8"?><Response><Message>'
+                      '메시지가 너무 많습니다. 1분 뒤 다시 보내 주세요.</Message></Response>')
 
 
 def public_url(request: Request) -> str:
@@ -67,12 +71,25 @@ async def inbound_sms(request: Request) -> Response:
     # Stored as given if it won't parse: a message is never dropped for its sender's format.
     with contextlib.suppress(InvalidPhone):
         sender = normalise(sender)
+    body = params.get("Body", "")
+    # Commands (YES/NO 4821, 취소, 상태, ARRIVED, ON/OFF, STOP) are never limited: a carer's
+    # answer or a parent's cancel must always count. Only free text is: new-request intake
+    # by SMS and unknown text, each of which costs a reply SMS and the worker's time.
+    limits = limiter(request, "sms", request.app.state.settings.sms_intake_rate_per_min)
+    limited = grammar.parse(body).verb == grammar.UNKNOWN and limits.take(sender) > 0
     bus = request.app.state.bus
     stored = await run_in_threadpool(bus.handle, c.ReceiveSms(
-        message_sid=sid, from_phone=sender, to_phone=params.get("To", ""),
-        body=params.get("Body", "")))
+        message_sid=sid, from_phone=sender, to_phone=params.get("To", ""), body=body,
+        rate_limited=limited))
     if not stored:
         log.info("duplicate SMS %s from %s ignored", sid, mask(sender))
+    elif limited:
+        log.warning("SMS %s from %s over the intake rate limit: stored, not acted on", sid,
+                    mask(sender))
+        # Answered once per spell (not per message), so a flood, or two autoresponders
+        # talking to each other, never turns into a flood of our replies.
+        if limits.first_refusal(sender):
+            return Response(RATE_LIMITED_TWIML, media_type="text/xml")
     # Stored first, interpreted by the worker: the reply comes as its own SMS.
     return Response(EMPTY_TWIML, media_type="text/xml")
 

@@ -150,6 +150,9 @@ class _Failure:
 @dataclass(frozen=True)
 class _Hang:
     seconds: float
+    # True: taken and recorded, only the answer is late (Twilio has it). False: nothing was
+    # taken; the late answer is a 500 (the request died inside Twilio, or before it).
+    accepted: bool = True
 
 
 class _StubError(Exception):
@@ -264,7 +267,8 @@ class TwilioStub:
 
     @property
     def attempts(self) -> list[dict[str, Any]]:
-        """Every authenticated send attempt: {params, http_status, code, sid, received_at}."""
+        """Every authenticated send attempt: {params, http_status, code, sid, received_at,
+        injected}."""
         with self._lock:
             return [dict(a, params=dict(a["params"])) for a in self._attempts]
 
@@ -323,10 +327,21 @@ class TwilioStub:
                 _Failure(http_status, code, message, accepted) for _ in range(n)
             )
 
-    def fail_next_timeout(self, n: int = 1, seconds: float = 30.0) -> None:
-        """Make the next `n` sends be accepted and recorded, but answered only after `seconds`."""
+    def fail_next_timeout(self, n: int = 1, seconds: float = 30.0, *,
+                          accepted: bool = True) -> None:
+        """Make the next `n` sends be answered only after `seconds` (a client with a shorter
+        timeout sees a read timeout). With `accepted=True` (the default) each is recorded
+        as taken when it arrives: the SMS went out and only the answer was lost, so sending
+        it again would text the person twice. With `accepted=False` nothing is recorded and
+        the late answer is a 500: the same timeout for the client, but nothing went out."""
         with self._lock:
-            self._injections.extend(_Hang(seconds) for _ in range(n))
+            self._injections.extend(_Hang(seconds, accepted) for _ in range(n))
+
+    @property
+    def pending_failures(self) -> int:
+        """Injected failures not yet used by a send."""
+        with self._lock:
+            return len(self._injections)
 
     # -- Twilio's side of webhooks -----------------------------------------------------
 
@@ -436,6 +451,8 @@ class TwilioStub:
                 if injection.accepted:
                     sid = self._accept(form, now_mono, now_wall)["sid"]
                 raise _StubError(injection.http_status, injection.code, injection.message)
+            if isinstance(injection, _Hang) and not injection.accepted:
+                raise _StubError(500, 20500)
             self._validate(form)
             resource = self._accept(form, now_mono, now_wall)
             sid = resource["sid"]
@@ -450,6 +467,11 @@ class TwilioStub:
                     "code": body.get("code") if status >= 400 else None,
                     "sid": sid,
                     "received_at": now_mono,
+                    # Which injected failure this send met, if any: "error", "hang"
+                    # (taken, answered late) or "hang_not_taken".
+                    "injected": None if injection is None else "error"
+                    if isinstance(injection, _Failure) else "hang" if injection.accepted
+                    else "hang_not_taken",
                 }
             )
         return status, body, delay

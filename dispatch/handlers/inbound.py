@@ -34,7 +34,11 @@ def receive_sms(cmd: c.ReceiveSms, uow: UnitOfWork, clock: Clock, **_: Any) -> b
         inbound = InboundSms(message_sid=cmd.message_sid, from_phone=cmd.from_phone,
                              to_phone=cmd.to_phone, body=cmd.body, received_at=now)
         uow.inbound.add(inbound)
-        uow.emit(m.SmsReceived(inbound_id=inbound.id), key=cmd.from_phone, now=now)
+        if cmd.rate_limited:
+            # Kept for the dispatcher (GET /v1/sms/unmatched), never interpreted or answered.
+            inbound.outcome, inbound.handled_at = "rate_limited", now
+        else:
+            uow.emit(m.SmsReceived(inbound_id=inbound.id), key=cmd.from_phone, now=now)
         uow.commit()
         return True
 

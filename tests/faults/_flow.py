@@ -6,14 +6,17 @@ import re
 import sqlite3
 import threading
 import time
+import uuid
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
+from datetime import timedelta
 from typing import Any
 
 import httpx
+from sqlalchemy.pool import NullPool
 
-from infra.harness import Running, wait_for
+from infra.harness import Running, tomorrow_at, wait_for
 from infra.supervisor import Child
 
 OFFER = re.compile(r"답장:네 (\d{4})/")
@@ -35,10 +38,18 @@ def carers_answering_yes(system: Running, phones: set[str]) -> Iterator[list[str
                 found = OFFER.search(msg["body"])
                 if msg["to"] in phones and found:
                     try:
-                        system.reply(msg["to"], f"YES {found.group(1)}")
-                        answered.append(found.group(1))
+                        # One MessageSid per answer, so a retried webhook is the same SMS.
+                        answer = system.reply(msg["to"], f"YES {found.group(1)}",
+                                              sid="SMyes" + msg["sid"][2:])
                     except httpx.HTTPError:
                         seen.discard(msg["sid"])  # try again next round
+                        continue
+                    if answer.status_code >= 500:
+                        # Not stored (the database was away): Twilio would call the
+                        # messaging fallback URL; the phone here simply tries again.
+                        seen.discard(msg["sid"])
+                        continue
+                    answered.append(found.group(1))
             stop.wait(0.05)
 
     thread = threading.Thread(target=run, daemon=True)
@@ -77,6 +88,33 @@ def database(system: Running) -> sqlite3.Connection:
     return sqlite3.connect(url.removeprefix("sqlite:///"), timeout=10)
 
 
+def query(system: Running, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    """Rows from the run's database, SQLite or PostgreSQL (`?` placeholders)."""
+    if system.system.settings.database_url.startswith("sqlite"):
+        with database(system) as db:
+            return db.execute(sql, params).fetchall()
+    with postgres_connect(system) as conn:
+        return conn.execute(sql.replace("?", "%s"), params).fetchall()
+
+
+def notification_rows(system: Running) -> list[tuple[Any, ...]]:
+    """(id, sid, recipient, body) of every SMS row, the body decrypted (it is encrypted at
+    rest: dispatch/encryption.py) with the run's own key, through the run's settings."""
+    from sqlalchemy import select
+
+    from dispatch import orm
+    from dispatch.db import make_engine
+
+    settings = system.system.settings
+    engine = make_engine(settings.database_url, settings=settings, poolclass=NullPool)
+    n = orm.notifications.c
+    try:
+        with engine.connect() as conn:
+            return [tuple(r) for r in conn.execute(select(n.id, n.sid, n.recipient, n.body))]
+    finally:
+        engine.dispose()
+
+
 def wait_all(system: Running, ids: list[str], status: str, timeout: float) -> dict[str, str]:
     """Wait until every request has `status`; return the status of each at the end."""
     def statuses() -> dict[str, str]:
@@ -111,10 +149,9 @@ def duplicate_sms(system: Running) -> dict[str, int]:
     time.sleep(1.0)  # let the last deliveries land
     sent = list(system.stub.messages)
     by_text = Counter((m["to"], m["body"]) for m in sent)
-    with database(system) as db:
-        keys = db.execute("SELECT event_id, recipient, kind, COUNT(*) FROM notifications "
-                          "GROUP BY event_id, recipient, kind HAVING COUNT(*) > 1").fetchall()
-        rows = db.execute("SELECT id, sid, recipient, body FROM notifications").fetchall()
+    keys = query(system, "SELECT event_id, recipient, kind, COUNT(*) FROM notifications "
+                         "GROUP BY event_id, recipient, kind HAVING COUNT(*) > 1")
+    rows = notification_rows(system)
     by_sid = {sid: row_id for row_id, sid, _, _ in rows if sid}
     by_content = {(to, body): row_id for row_id, sid, to, body in rows if not sid and body}
     owners: Counter[str] = Counter()
@@ -134,12 +171,89 @@ def duplicate_sms(system: Running) -> dict[str, int]:
 def diagnose(system: Running, lost: dict[str, str]) -> str:
     """What a stuck request looks like: its offers, its SMS rows, its timeline."""
     lines = []
-    with database(system) as db:
-        for i in lost:
-            d = system.get_request(i)
-            notes = db.execute("SELECT kind, recipient, status, attempts FROM notifications "
-                               "WHERE request_id = ?", (i,)).fetchall()
-            lines.append(f"{i} {d['status']} code={d['code']} offers="
-                         f"{[(o['carer_id'][:6], o['status']) for o in d['offers']]} "
-                         f"notes={notes} timeline={[e['type'] for e in d['timeline']]}")
+    for i in lost:
+        d = system.get_request(i)
+        notes = query(system, "SELECT kind, recipient, status, attempts FROM notifications "
+                              "WHERE request_id = ?", (i,))
+        lines.append(f"{i} {d['status']} code={d['code']} offers="
+                     f"{[(o['carer_id'][:6], o['status']) for o in d['offers']]} "
+                     f"notes={notes} timeline={[e['type'] for e in d['timeline']]}")
     return "\n".join(lines)
+
+
+class Submitter:
+    """Posts requests from a thread, each with its own Idempotency-Key, the way a careful
+    client does: a POST that fails without an answer (connection refused or reset, 5xx) is
+    sent again with the same key until it gets a 202, so it can never be created twice."""
+
+    def __init__(self, system: Running, families: list[dict[str, Any]], count: int, *,
+                 pause_s: float = 0.05, give_up_s: float = 90.0) -> None:
+        self.system, self.families, self.count = system, families, count
+        self.pause_s, self.give_up_s = pause_s, give_up_s
+        self.accepted: dict[str, str] = {}  # idempotency key -> request id (from the 202)
+        self.failed_posts: Counter[str] = Counter()  # key -> POSTs without a 202
+        self.errors: Counter[str] = Counter()  # what went wrong, by kind
+        self.refused: dict[str, str] = {}  # key -> a 4xx answer (must stay empty)
+        self.posted = threading.Event()  # set after each 202, for a test to wait on
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def start(self) -> Submitter:
+        self._thread.start()
+        return self
+
+    def join(self, timeout: float) -> None:
+        self._thread.join(timeout)
+        assert not self._thread.is_alive(), "the submitter is still posting"
+
+    def body(self, i: int) -> dict[str, Any]:
+        # One request a day: no two overlap, so any carer can fill any of them.
+        family = self.families[i % len(self.families)]
+        start = tomorrow_at(10, 1 + i)
+        return {"service": "hospital", "family_id": family["id"],
+                "child_id": family["children"][0]["id"], "start": start.isoformat(),
+                "end": (start + timedelta(hours=3)).isoformat(),
+                "location": {"hospital": "전남대병원", "ward": "소아병동 5층"}}
+
+    def _run(self) -> None:
+        headers = dict(self.system.http.headers)
+        with httpx.Client(base_url=self.system.system.api_url, timeout=10,
+                          headers=headers) as client:
+            for i in range(self.count):
+                key = f"fault-{uuid.uuid4().hex[:8]}-{i}"
+                deadline = time.monotonic() + self.give_up_s
+                while time.monotonic() < deadline:
+                    try:
+                        r = client.post("/v1/requests", json=self.body(i),
+                                        headers={"Idempotency-Key": key})
+                    except httpx.TransportError as exc:
+                        self.errors[type(exc).__name__] += 1
+                    else:
+                        if r.status_code == 202:
+                            self.accepted[key] = r.json()["id"]
+                            self.posted.set()
+                            break
+                        if r.status_code < 500 and r.status_code != 429:
+                            self.refused[key] = f"{r.status_code} {r.text[:200]}"
+                            break
+                        self.errors[f"http_{r.status_code}"] += 1
+                    self.failed_posts[key] += 1
+                    time.sleep(0.2)
+                time.sleep(self.pause_s)
+
+
+def postgres_connect(system: Running) -> Any:
+    """A psycopg connection to the run's PostgreSQL database (database_url=fresh_postgres())."""
+    import psycopg
+
+    url = system.system.settings.database_url.replace("postgresql+psycopg://", "postgresql://")
+    return psycopg.connect(url, autocommit=True)
+
+
+def request_rows(system: Running) -> dict[str, str]:
+    """Every stored request: id -> status, read from the database itself."""
+    return {row[0]: row[1] for row in query(system, "SELECT id, status FROM requests")}
+
+
+def report(name: str, **counts: Any) -> None:
+    """The invariants' counts, printed where `pytest -s` (and a failure) shows them."""
+    print(f"\n[{name}] " + ", ".join(f"{k}={v}" for k, v in counts.items()), flush=True)

@@ -25,12 +25,12 @@ def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.delenv(name, raising=False)
 
 
-def make_app(url: str, *, twilio: bool = True) -> FastAPI:
+def make_app(url: str, *, twilio: bool = True, **settings: Any) -> FastAPI:
     from api.app import create_app
 
     extra: dict[str, Any] = {"TWILIO_AUTH_TOKEN": AUTH_TOKEN,
                              "TWILIO_ACCOUNT_SID": ACCOUNT_SID} if twilio else {}
-    return create_app(Settings(database_url=url, public_url=PUBLIC_URL, **extra))
+    return create_app(Settings(database_url=url, public_url=PUBLIC_URL, **extra, **settings))
 
 
 def token(app: FastAPI, role: str, name: str | None = None) -> dict[str, str]:

@@ -53,6 +53,8 @@ EXPECTED: dict[tuple[str, str], Any] = {
     ("GET", "/v1/centers/{center_id}/groups"): {D},
     # families and requests: intake too (reads and cancels only its own: see below)
     ("POST", "/v1/families"): {D, IN},
+    ("GET", "/v1/families/{family_id}"): {D},  # audited read (개인정보보호법)
+    ("GET", "/v1/audit"): {A},
     ("POST", "/v1/requests"): {D, IN},
     ("GET", "/v1/requests"): {D, IN},
     ("GET", "/v1/requests/{request_id}"): {D, IN},
@@ -61,6 +63,10 @@ EXPECTED: dict[tuple[str, str], Any] = {
     ("POST", "/v1/requests/{request_id}/reoffer"): {D},
     ("POST", "/v1/requests/{request_id}/notes"): {D},
     ("POST", "/v1/requests/{request_id}/confirm"): {D},
+    ("POST", "/v1/requests/{request_id}/acknowledge"): {D},
+    ("GET", "/v1/requests/{request_id}/candidates"): {D},
+    ("GET", "/v1/console/board"): {D},
+    ("GET", "/v1/console/phones"): {D},
     # operations
     ("POST", "/v1/tokens"): {A},
     ("GET", "/v1/policies"): {A, D},
