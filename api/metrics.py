@@ -6,6 +6,9 @@ gives the same figures whichever API replica is scraped and however many workers
 
 from __future__ import annotations
 
+import logging
+import threading
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Annotated
@@ -22,6 +25,7 @@ from dispatch import orm
 from dispatch.db import READ_ONLY
 
 router = APIRouter()
+log = logging.getLogger("dolbom.metrics")
 
 # Rows the notifier still owes: waiting, in the gateway's hands, or waiting for a lookup.
 SMS_QUEUED = ("pending", "sending", "unknown")
@@ -140,7 +144,153 @@ def metrics(request: Request) -> Response:
     return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
 
-def registry_for(engine: Engine) -> CollectorRegistry:
+def registry_for(engine: Engine, kafka_bootstrap: str | None = None) -> CollectorRegistry:
     registry = CollectorRegistry()
     registry.register(StoreCollector(engine))
+    if kafka_bootstrap:
+        lag = KafkaLagCollector(kafka_bootstrap)
+        lag.warm_up()
+        registry.register(lag)
     return registry
+
+
+# -- consumer lag, from the broker ------------------------------------------------------
+
+# (group, topic, partition) -> messages on the partition the group has not committed past.
+Lag = dict[tuple[str, str, int], int]
+
+
+def read_offsets(bootstrap: str, timeout_s: float = 2.0, *,
+                 partitions: tuple[tuple[str, int], ...] = (),
+                 ) -> tuple[dict[tuple[str, str, int], int], dict[tuple[str, int], int]]:
+    """Every group's committed offsets, and the end of each partition they (or `partitions`)
+    name: `({(group, topic, partition): committed}, {(topic, partition): end})`.
+
+    The end of a partition is the high watermark a fetch reports. Kafka's ListOffsets would
+    be the usual way, but the embedded broker (Tansu 0.6.0) answers it with the last batch's
+    *base* offset + 1, short by the rest of that batch (measured: 13 records in batches of
+    10 and 3 → 11), so it only tells where to fetch from cheaply.
+    """
+    from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
+    from kafka.admin import OffsetSpec
+
+    timeout_ms = max(500, int(timeout_s * 1000))
+    deadline = time.monotonic() + timeout_s
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="dolbom-metrics",
+                             request_timeout_ms=timeout_ms, bootstrap_timeout_ms=timeout_ms)
+    try:
+        # Offsets a group once committed on a topic deleted since are not lag: skip them
+        # (Apache Kafka keeps them for offsets.retention.minutes; Tansu drops them at once).
+        exists = {(t["name"], p["partition_index"]) for t in admin.describe_topics()
+                  if not t.get("error_code") for p in t.get("partitions") or []}
+        committed: dict[tuple[str, str, int], int] = {}
+        for group in sorted(g["group_id"] for g in admin.list_groups()):
+            for tp, meta in admin.list_group_offsets({group: None}).get(group, {}).items():
+                if meta is not None and meta.offset >= 0 and (tp.topic, tp.partition) in exists:
+                    committed[(group, tp.topic, tp.partition)] = meta.offset
+        wanted = sorted({TopicPartition(t, p) for _, t, p in committed}
+                        | {TopicPartition(t, p) for t, p in partitions if (t, p) in exists})
+        if not wanted:
+            return committed, {}
+        latest = {tp: found.offset for tp, found in admin.list_partition_offsets(
+            {tp: OffsetSpec.LATEST for tp in wanted}, timeout_ms=timeout_ms).items()}
+    finally:
+        admin.close()
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, client_id="dolbom-metrics",
+                             group_id=None, enable_auto_commit=False, fetch_max_wait_ms=10,
+                             max_partition_fetch_bytes=1, request_timeout_ms=timeout_ms + 500,
+                             bootstrap_timeout_ms=timeout_ms)
+    try:
+        consumer.assign(wanted)
+        for tp in wanted:
+            floor = min((o for (_, t, p), o in committed.items()
+                         if (t, p) == (tp.topic, tp.partition)), default=0)
+            consumer.seek(tp, max(latest.get(tp, 0), floor))
+        while any(consumer.highwater(tp) is None for tp in wanted):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"no high watermark from {bootstrap} within {timeout_s}s")
+            consumer.poll(timeout_ms=50)
+        ends = {(tp.topic, tp.partition): int(consumer.highwater(tp) or 0) for tp in wanted}
+    finally:
+        consumer.close(autocommit=False)
+    return committed, ends
+
+
+def read_consumer_lag(bootstrap: str, timeout_s: float = 2.0) -> Lag:
+    """Every consumer group's lag on each partition it has committed on.
+
+    A partition a group has never committed on has no lag figure: the group has not read
+    it yet, or does not read it at all, and the broker cannot say which.
+    """
+    committed, ends = read_offsets(bootstrap, timeout_s)
+    return {(group, topic, partition): max(ends[(topic, partition)] - offset, 0)
+            for (group, topic, partition), offset in committed.items()}
+
+
+class KafkaLagCollector(Collector):
+    """`dolbom_consumer_lag{group,topic,partition}` and `dolbom_kafka_up`.
+
+    A scrape must answer even when the broker is slow or gone: the broker is read at most
+    every `ttl_s` on a background thread, a scrape waits for it at most `wait_s`, and
+    without a fresh answer the lag is left out and `dolbom_kafka_up` is 0.
+    """
+
+    def __init__(self, bootstrap: str, *, ttl_s: float = 5.0, wait_s: float = 1.5,
+                 timeout_s: float = 2.0) -> None:
+        self.bootstrap = bootstrap
+        self.ttl_s, self.wait_s, self.timeout_s = ttl_s, wait_s, timeout_s
+        self._lock = threading.Lock()
+        self._read_at = -float("inf")
+        self._lag: Lag | None = None
+        self._reading: threading.Thread | None = None
+
+    def _read(self) -> None:
+        try:
+            lag: Lag | None = read_consumer_lag(self.bootstrap, self.timeout_s)
+        except Exception as exc:  # any broker trouble only means "no figure now"
+            if self._lag is not None or self._read_at == -float("inf"):
+                # Once per outage, not once per scrape.
+                log.warning("consumer lag unavailable from %s: %s: %s", self.bootstrap,
+                            type(exc).__name__, exc)
+            lag = None
+        with self._lock:
+            self._lag, self._read_at = lag, time.monotonic()
+
+    def _start_read(self) -> threading.Thread:
+        """The read in flight, or a new one (call with the lock held)."""
+        reading = self._reading
+        if reading is None or not reading.is_alive():
+            reading = self._reading = threading.Thread(
+                target=self._read, name="dolbom-consumer-lag", daemon=True)
+            reading.start()
+        return reading
+
+    def warm_up(self) -> None:
+        """Start the first read now, so the first scrape finds a figure ready."""
+        with self._lock:
+            self._start_read()
+
+    def current(self) -> Lag | None:
+        with self._lock:
+            if time.monotonic() - self._read_at < self.ttl_s:
+                return self._lag
+            reading = self._start_read()
+        reading.join(self.wait_s)
+        with self._lock:
+            # A figure older than two reads is too old to show as the present.
+            fresh = time.monotonic() - self._read_at < 2 * self.ttl_s + self.wait_s
+            return self._lag if fresh else None
+
+    def collect(self) -> Iterator[Metric]:
+        lag = self.current()
+        yield GaugeMetricFamily("dolbom_kafka_up",
+                                "1 if the broker answered the last consumer-lag read",
+                                value=0 if lag is None else 1)
+        if lag is None:
+            return
+        family = GaugeMetricFamily(
+            "dolbom_consumer_lag", "Messages a consumer group has not committed past",
+            labels=["group", "topic", "partition"])
+        for (group, topic, partition), behind in sorted(lag.items()):
+            family.add_metric([group, topic, str(partition)], behind)
+        yield family

@@ -2,7 +2,8 @@
 
 Start order: the embedded broker (unless DOLBOM_KAFKA_BOOTSTRAP names a cluster), the
 database migrations, the topics, then three child processes (the worker, which also runs
-the SMS notifier agents; the outbox relay; the API). A child that dies is restarted;
+the SMS notifier agents; the outbox relay; the API). DOLBOM_WORKERS=N starts N workers in
+one consumer group (`worker`, `worker-2`, …), which share the topics' partitions. A child that dies is restarted;
 Ctrl-C or SIGTERM stops the children first and the broker last. Children die with the
 supervisor even if it is killed outright (PR_SET_PDEATHSIG), so nothing is left behind.
 The end-to-end tests and benchmarks start the system through this same class.
@@ -23,6 +24,7 @@ from typing import IO, Any, Self
 import httpx
 
 from infra.broker import EmbeddedBroker, spawn_with_parent
+from infra.retention import BrokerRecycler
 from schemas.config import Settings, as_environment
 
 RESTART_BACKOFF_MAX_S = 30.0
@@ -79,6 +81,7 @@ class LocalSystem:
         self.broker: EmbeddedBroker | None = None
         self.children: dict[str, Child] = {}
         self.bootstrap = settings.kafka_bootstrap or ""
+        self.recycler: BrokerRecycler | None = None
 
     @property
     def api_url(self) -> str:
@@ -97,6 +100,8 @@ class LocalSystem:
         if not self.bootstrap:
             self.broker = EmbeddedBroker(log_path=self.var / "broker.log").start()
             self.bootstrap = self.broker.bootstrap
+            # It keeps every message in memory; see infra/retention.py.
+            self.recycler = BrokerRecycler(self, self.settings.broker_max_mb)
         upgrade(self.settings.database_url)
         ensure_topics(self.bootstrap)
         env = {**os.environ, **as_environment(self.settings), **self.extra_env,
@@ -105,7 +110,18 @@ class LocalSystem:
                 "api": ["api", "--host", self.host, "--port", str(self.port)]}
         for role in self.roles:
             self.start_role(role, argv[role], env)
+            if role == "worker":
+                for name in self.extra_worker_names:
+                    # Same worker id, so the same consumer group: the partitions are shared.
+                    # Same data dir too (it holds the data key every process needs); only
+                    # Faust's local files are kept apart, by the instance name.
+                    self.start_role(name, argv[role], {**env, "DOLBOM_WORKER_INSTANCE": name})
         return self
+
+    @property
+    def extra_worker_names(self) -> list[str]:
+        """`worker-2` … `worker-N` next to `worker` when settings.workers is N."""
+        return [f"worker-{n}" for n in range(2, self.settings.workers + 1)]
 
     def start_role(self, name: str, args: list[str], env: dict[str, str]) -> Child:
         child = Child(name, [sys.executable, "-m", "infra.cli", *args], env,
@@ -135,6 +151,12 @@ class LocalSystem:
     def watch(self, stop: threading.Event) -> None:
         """Restart a child that dies, with backoff, until `stop` is set."""
         while not stop.is_set():
+            if self.recycler is not None:
+                try:
+                    self.recycler.tick()
+                except Exception as exc:  # keep supervising; the next check tries again
+                    print(f"broker recycle failed: {type(exc).__name__}: {exc}",
+                          file=sys.stderr, flush=True)
             for child in self.children.values():
                 if child.alive:
                     if time.monotonic() - child.started_at > 60:
@@ -179,6 +201,7 @@ def run_up(settings: Settings, *, host: str, port: int) -> int:
         print(f"broker    {broker}")
         print(f"database  {settings.database_url} (migrated)")
         print(f"sms       {sms}")
+        print(f"workers   {settings.workers} in consumer group {settings.worker_id}")
         print(f"logs      {system.var.resolve()}/*.log")
         print(f"\n  console  http://{host}:{port}/console")
         print(f"  API      http://{host}:{port}/docs")
