@@ -8,6 +8,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse
 from sqlalchemy import text
 
+from api import console as console_routes
 from api import errors, metrics, routes, session, stream, voice, webhooks
 from api.limits import BodySizeLimit
 from dispatch.bootstrap import bootstrap
@@ -20,7 +21,7 @@ from schemas.config import Settings, get_settings
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
-    engine = make_engine(settings.database_url)
+    engine = make_engine(settings.database_url, settings=settings)
     policies = load_policies(settings.policy_dir)
     bus: MessageBus = bootstrap(engine, policies, dispatcher_phone=settings.dispatcher_phone)
     sessions = session_factory(engine)
@@ -32,7 +33,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.policies = policies
     app.state.engine = engine
     app.state.uow_factory = lambda: UnitOfWork(sessions)
-    app.state.metrics = metrics.registry_for(engine)
+    app.state.metrics = metrics.registry_for(engine, settings.kafka_bootstrap)
     app.state.session_secret = session.session_secret()
     app.add_middleware(BodySizeLimit)
     errors.install(app)
@@ -42,6 +43,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(voice.router)
     app.include_router(session.router)
     app.include_router(stream.router)
+    app.include_router(console_routes.router)
 
     @app.get("/healthz")
     def healthz(request: Request) -> JSONResponse:

@@ -11,6 +11,7 @@ from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request, R
 from pydantic import AwareDatetime
 
 from api.auth import Caller, require
+from api.limits import FamiliesQuota, RequestsQuota
 from dispatch import commands as c
 from dispatch import views
 from dispatch.domain.policy import ServicePolicy
@@ -76,7 +77,8 @@ def set_duty(carer_id: str, data: body.DutyIn, request: Request,
 # -- families -----------------------------------------------------------------------
 
 @router.post("/families", status_code=201)
-def register_family(data: body.FamilyIn, request: Request, _: Intake) -> dict[str, Any]:
+def register_family(data: body.FamilyIn, request: Request, _: Intake,
+                    __: FamiliesQuota) -> dict[str, Any]:
     family = _bus(request).handle(c.RegisterFamily(
         guardian_name=data.guardian.name, guardian_phone=data.guardian.phone,
         district=data.district, address=data.address, pickup_guardians=list(data.pickup_guardians),
@@ -87,10 +89,33 @@ def register_family(data: body.FamilyIn, request: Request, _: Intake) -> dict[st
     return views.family_view(family)
 
 
+@router.get("/families/{family_id}")
+def get_family(family_id: str, request: Request, caller: Dispatcher) -> dict[str, Any]:
+    """A family's record (guardian, children, consent): the read is in the audit log first."""
+    family = _bus(request).handle(c.ReadFamily(family_id=family_id, reader=caller.name,
+                                               role=caller.role,
+                                               action="GET /v1/families/{family_id}"))
+    return views.family_view(family)
+
+
+@router.get("/audit")
+def audit_log(request: Request, _: Admin,
+              family_id: Annotated[str | None, Query(max_length=64)] = None,
+              request_id: Annotated[str | None, Query(max_length=64)] = None,
+              limit: Annotated[int, Query(ge=1, le=1000)] = 200) -> list[dict[str, Any]]:
+    """Who read a family's record, newest first (admin)."""
+    with _uow(request) as uow:
+        return [{"at": e.at.isoformat(), "actor": e.actor, "role": e.role, "action": e.action,
+                 "family_id": e.family_id, "request_id": e.request_id}
+                for e in uow.audit.find(family_id=family_id, request_id=request_id,
+                                        limit=limit)]
+
+
 # -- requests -----------------------------------------------------------------------
 
 @router.post("/requests", status_code=202)
 def submit_request(data: body.RequestIn, request: Request, response: Response, caller: Intake,
+                   _: RequestsQuota,
                    idempotency_key: Annotated[str | None, Header(max_length=200)] = None
                    ) -> dict[str, Any]:
     created, _ = _bus(request).handle(c.SubmitRequest(
@@ -125,10 +150,12 @@ def list_requests(request: Request, caller: Intake,
 
 @router.get("/requests/{request_id}")
 def get_request(request_id: str, request: Request, caller: Intake) -> dict[str, Any]:
+    """The request with its family's details: the read is in the audit log first."""
+    found = _bus(request).handle(c.ReadRequest(
+        request_id=request_id, reader=caller.name, role=caller.role,
+        action="GET /v1/requests/{request_id}",
+        owner_token=None if caller.role == "dispatcher" else caller.token_id))
     with _uow(request) as uow:
-        found = uow.requests.get(request_id)
-        if found is None or not _visible(caller, found.created_by):
-            raise HTTPException(404, "no such request")
         return views.request_detail(uow, found, _policies(request))
 
 
@@ -240,3 +267,29 @@ def confirm_booking(request_id: str, request: Request, caller: Dispatcher) -> di
                                                       dispatcher=caller.name))
     with _uow(request) as uow:
         return views.request_summary(uow, confirmed, _policies(request))
+
+
+# -- the dispatcher's board (issue 5) ----------------------------------------------------
+
+@router.post("/requests/{request_id}/acknowledge")
+def acknowledge_escalation(request_id: str, request: Request,
+                           caller: Dispatcher) -> dict[str, Any]:
+    """A dispatcher takes on an escalated request (the board stops alarming); 409 unless it
+    is escalated; once acknowledged, again changes nothing."""
+    found = _bus(request).handle(c.AcknowledgeEscalation(request_id=request_id,
+                                                         actor=caller.name))
+    with _uow(request) as uow:
+        return views.request_summary(uow, found, _policies(request))
+
+
+@router.get("/requests/{request_id}/candidates")
+def assign_candidates(request_id: str, request: Request, _: Dispatcher) -> dict[str, Any]:
+    """Carers for the assign picker, in the matching engine's rank order, with why."""
+    with _uow(request) as uow:
+        found = uow.requests.get(request_id)
+        if found is None:
+            raise HTTPException(404, "no such request")
+        policy = _policies(request).get(found.service)
+        if policy is None:
+            raise HTTPException(404, "this request's service has no policy any more")
+        return views.assign_candidates(uow, found, policy, datetime.now(UTC))

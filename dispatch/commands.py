@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from typing import Any
 
 
@@ -80,6 +80,8 @@ class ReceiveSms(Command):
     from_phone: str
     to_phone: str
     body: str
+    # Over the sender's intake rate limit (api/limits.py): stored, but not acted on.
+    rate_limited: bool = False
 
 
 @dataclass(frozen=True)
@@ -177,3 +179,50 @@ class ConfirmBooking(Command):
 
     request_id: str
     dispatcher: str
+
+
+@dataclass(frozen=True)
+class AcknowledgeEscalation(Command):
+    """A dispatcher has seen an escalated request and takes it on: the board stops alarming.
+    `actor` is the dispatcher's name, for the timeline."""
+
+    request_id: str
+    actor: str
+
+
+# -- privacy (개인정보보호법) ---------------------------------------------------------
+
+@dataclass(frozen=True)
+class ReadFamily(Command):
+    """A person reads a family's record: shown only once the read is in the audit log."""
+
+    family_id: str
+    reader: str
+    role: str
+    action: str
+
+
+@dataclass(frozen=True)
+class ReadRequest(Command):
+    """A person reads a request with its family's details (child, place, SMS): audited.
+    `owner_token` set (a parent's app): only a request this token created, else 404."""
+
+    request_id: str
+    reader: str
+    role: str
+    action: str
+    owner_token: str | None = None
+
+
+@dataclass(frozen=True)
+class PurgePersonalData(Command):
+    """§21: destroy personal data of requests finished longer ago than `older_than`, and of
+    families with nothing open or recent; keep anonymous statistics. `dry_run`: count only."""
+
+    older_than: timedelta
+    dry_run: bool = False
+
+
+@dataclass(frozen=True)
+class RotateDataKey(Command):
+    """Re-encrypt every sensitive field with the current DOLBOM_DATA_KEY."""

@@ -36,6 +36,13 @@ from sqlalchemy.types import TypeDecorator
 
 from dispatch import records
 from dispatch.domain import model
+from dispatch.encryption import (
+    LOCATION_KEYS,
+    TIMELINE_KEYS,
+    EncryptedBool,
+    EncryptedText,
+    SensitiveJSON,
+)
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -83,6 +90,7 @@ carers = Table(
     Column("rating", Float, nullable=False, server_default="0"),
     Column("created_at", UTCDateTime, nullable=False),
     Index("ix_carers_on_duty", "on_duty"),
+    Index("ix_carers_home", "home_lat", "home_lon"),
 )
 
 families = Table(
@@ -98,6 +106,8 @@ families = Table(
     Column("consent_at", UTCDateTime),
     Column("lang", String(5), nullable=False, server_default="ko"),
     Column("opted_out", Boolean, nullable=False, server_default=text("false")),
+    # Set by `dolbom privacy purge`: names, phone, address and children's data are gone.
+    Column("purged_at", UTCDateTime),
 )
 
 children = Table(
@@ -106,8 +116,11 @@ children = Table(
     Column("family_id", ID, ForeignKey("families.id", ondelete="CASCADE"), nullable=False,
            index=True),
     Column("name", String(100), nullable=False),
+    # A purged family's children get PURGED_BIRTH_DATE (dispatch/handlers/privacy.py);
+    # the age at each request is kept on the request.
     Column("birth_date", Date, nullable=False),
-    Column("disability", Boolean, nullable=False, server_default=text("false")),
+    # Health data (개인정보보호법 §23): encrypted at rest (dispatch/encryption.py).
+    Column("disability", EncryptedBool, nullable=False),
 )
 
 requests = Table(
@@ -121,8 +134,10 @@ requests = Table(
     Column("child_id", ID, ForeignKey("children.id"), nullable=False),
     Column("start", UTCDateTime, nullable=False),
     Column("end", UTCDateTime, nullable=False),
-    Column("location", JSON, nullable=False),
-    Column("notes", Text),
+    # hospital, ward, address and coordinates encrypted; district and center_id stay plain.
+    Column("location", SensitiveJSON(LOCATION_KEYS), nullable=False),
+    # Free text from the parent: may say what the child is in hospital for.
+    Column("notes", EncryptedText),
     Column("status", String(20), nullable=False, index=True),
     Column("carer_id", ID, ForeignKey("carers.id")),
     Column("created_at", UTCDateTime, nullable=False),
@@ -130,6 +145,9 @@ requests = Table(
     Column("idempotency_key", String(200), unique=True),
     Column("created_by", ID),
     Column("channel", String(10), nullable=False, server_default="api"),
+    # Kept for statistics after a purge, which removes the child's birth date.
+    Column("child_age_months", Integer),
+    Column("purged_at", UTCDateTime),
 )
 
 offers = Table(
@@ -167,7 +185,8 @@ timeline = Table(
     Column("at", UTCDateTime, nullable=False),
     Column("type", String(40), nullable=False),
     Column("actor", String(20), nullable=False),
-    Column("detail", JSON, nullable=False),
+    # A dispatcher's note and a cancel reason are free text: encrypted.
+    Column("detail", SensitiveJSON(TIMELINE_KEYS), nullable=False),
 )
 
 notifications = Table(
@@ -176,7 +195,8 @@ notifications = Table(
     Column("event_id", String(80), nullable=False),
     Column("recipient", String(20), nullable=False),
     Column("kind", String(40), nullable=False),
-    Column("params", JSON, nullable=False),
+    # What an SMS says (a ward, an address, a child's name): encrypted, every value.
+    Column("params", SensitiveJSON(), nullable=False),
     Column("lang", String(5), nullable=False),
     Column("request_id", ID, index=True),
     Column("validity_s", Integer),
@@ -184,7 +204,7 @@ notifications = Table(
     Column("attempts", Integer, nullable=False, server_default="0"),
     Column("gateway", String(20)),
     Column("sid", String(64), unique=True),
-    Column("body", Text),
+    Column("body", EncryptedText),
     Column("error_code", Integer),
     Column("error", Text),
     Column("created_at", UTCDateTime, nullable=False),
@@ -220,7 +240,7 @@ inbound_sms = Table(
     Column("message_sid", String(64), nullable=False, unique=True),
     Column("from_phone", String(20), nullable=False, index=True),
     Column("to_phone", String(20), nullable=False),
-    Column("body", Text, nullable=False),
+    Column("body", EncryptedText, nullable=False),
     Column("received_at", UTCDateTime, nullable=False),
     Column("request_id", ID, index=True),
     Column("sender_kind", String(10)),
@@ -292,6 +312,18 @@ center_bookings = Table(
     Index("ix_center_bookings_carer_window", "carer_id", "start", "end"),
 )
 
+# Every read of a family's record by a person (개인정보보호법: who saw what, when).
+audit_log = Table(
+    "audit_log", metadata,
+    Column("id", ID, primary_key=True),
+    Column("at", UTCDateTime, nullable=False),
+    Column("actor", String(100), nullable=False),
+    Column("role", String(20), nullable=False),
+    Column("action", String(100), nullable=False),
+    Column("family_id", ID, index=True),
+    Column("request_id", ID, index=True),
+)
+
 mapper_registry = registry(metadata=metadata)
 _mapped = False
 
@@ -326,5 +358,6 @@ def start_mappers() -> None:
     m(records.SmsDraft, sms_drafts)
     m(records.Shift, shifts)
     m(records.CenterBooking, center_bookings)
+    m(records.AuditEntry, audit_log)
 
 

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import and_, case, exists, func, or_, select
 from sqlalchemy.orm import Session, selectinload
 
 from dispatch import orm
+from dispatch.domain.matching import Box
 from dispatch.domain.model import (
     ACCEPTING_STATUSES,
     OPEN_STATUSES,
@@ -23,6 +24,7 @@ from dispatch.domain.model import (
 )
 from dispatch.records import (
     ApiToken,
+    AuditEntry,
     CenterBooking,
     InboundSms,
     Notification,
@@ -127,6 +129,22 @@ class Requests:
         return list(self.session.scalars(stmt))
 
 
+class CarerProfile:
+    """What candidate ranking reads of an available carer (on duty, not opted out)."""
+
+    __slots__ = ("id", "districts", "skills", "home_lat", "home_lon", "rating")
+    on_duty = True
+    opted_out = False
+
+    def __init__(self, id: str, districts: list[str], skills: list[str],
+                 home_lat: float | None, home_lon: float | None, rating: float) -> None:
+        self.id, self.districts, self.skills = id, districts, skills
+        self.home_lat, self.home_lon, self.rating = home_lat, home_lon, rating
+
+    def has_skills(self, required: Iterable[str]) -> bool:
+        return set(required) <= set(self.skills)
+
+
 class Carers:
     def __init__(self, session: Session) -> None:
         self.session = session
@@ -147,6 +165,30 @@ class Carers:
         """On duty and reachable; skills and districts are filtered by the matcher."""
         return self.session.scalars(select(Carer).where(
             orm.carers.c.on_duty.is_(True), orm.carers.c.opted_out.is_(False))).all()
+
+    def available_in_box(self, box: Box) -> list[Carer]:
+        """On duty and reachable, living inside `box` (dispatch/domain/matching.py): the
+        matcher's spatial prefilter, so it never loads every carer in the city.
+
+        Read-only profiles, not mapped carers: only what ranking reads, several times
+        cheaper to load than the aggregate; load the chosen ones with `available_among`.
+        """
+        c = orm.carers.c
+        rows = self.session.execute(select(
+            c.id, c.districts, c.skills, c.home_lat, c.home_lon, c.rating).where(
+            c.on_duty.is_(True), c.opted_out.is_(False),
+            c.home_lat.between(box.south, box.north),
+            c.home_lon.between(box.west, box.east)))
+        return [cast(Carer, CarerProfile(*row)) for row in rows]
+
+    def available_among(self, carer_ids: Iterable[str]) -> Sequence[Carer]:
+        """Those of these carers who are on duty and reachable."""
+        ids = list(carer_ids)
+        if not ids:
+            return []
+        c = orm.carers.c
+        return self.session.scalars(select(Carer).where(
+            c.id.in_(ids), c.on_duty.is_(True), c.opted_out.is_(False))).all()
 
     def busy_between(self, start: datetime, end: datetime) -> set[str]:
         a = orm.assignments.c
@@ -388,3 +430,24 @@ class Centers:
         rows = self.session.scalars(select(CenterBooking).where(
             b.request_id.in_(ids), b.active.is_(True)))
         return {row.request_id: row for row in rows}
+
+
+class AuditLog:
+    """Who read which family's record, when and where (never updated, never purged)."""
+
+    def __init__(self, session: Session) -> None:
+        self.session = session
+
+    def add(self, entry: AuditEntry) -> None:
+        self.session.add(entry)
+
+    def find(self, *, family_id: str | None = None, request_id: str | None = None,
+             limit: int = 200) -> Sequence[AuditEntry]:
+        """Newest first."""
+        a = orm.audit_log.c
+        stmt = select(AuditEntry).order_by(a.at.desc(), a.id.desc()).limit(limit)
+        if family_id is not None:
+            stmt = stmt.where(a.family_id == family_id)
+        if request_id is not None:
+            stmt = stmt.where(a.request_id == request_id)
+        return self.session.scalars(stmt).all()

@@ -113,10 +113,14 @@ def wait_for(probe: Callable[[], Any], timeout: float, what: str) -> Any:
 
 
 @contextmanager
-def running_system(tmp: Path, **settings: Any) -> Iterator[Running]:
+def running_system(tmp: Path, *, stub: TwilioStub | None = None,
+                   **settings: Any) -> Iterator[Running]:
+    """The whole system on `tmp`, with `settings` (Settings fields) over the defaults;
+    `stub`: a TwilioStub (subclass) of the caller's, e.g. one that reports every send."""
     port = free_port()
-    with TwilioStub() as stub:
+    with stub or TwilioStub() as stub:
         settings.setdefault("database_url", f"sqlite:///{tmp / 'dolbom.db'}")
+        settings.setdefault("intake_rate_per_min", 1e9)  # tests and the bench post fast
         config = Settings(public_url=f"http://127.0.0.1:{port}",
                           worker_id=f"dolbom-e2e-{uuid.uuid4().hex[:6]}",
                           data_dir=tmp / "var", **settings)

@@ -6,7 +6,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import AliasChoices, Field
+from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -31,15 +31,37 @@ class Settings(BaseSettings):
     # How long the relay sleeps when the outbox is empty.
     relay_poll_ms: int = Field(default=10, ge=1, le=10_000)
     worker_id: str = "dolbom-worker"
+    # How many worker processes `dolbom up` starts; they share one consumer group (the
+    # worker id) and so the topics' partitions.
+    workers: int = Field(default=1, ge=1, le=16)
+    # Which of several workers on one host this process is (`worker-2`): only keeps their
+    # Faust files apart. The data dir itself (and its data key) stays shared.
+    worker_instance: str = Field(default="", pattern=r"^[A-Za-z0-9_.-]*$")
+    # The embedded broker never frees a message: `dolbom up` swaps it for an empty one once
+    # it holds this much memory (MB), when the workers have read everything. 0 = never.
+    broker_max_mb: float = Field(default=512.0, ge=0)
     # How often a worker looks for SMS retries that are due and uncertain sends.
     sweep_interval_s: float = Field(default=1.0, gt=0)
 
     dispatcher_phone: str | None = None
     # Messages per second per sender (a long code takes about 1).
     sms_rate_per_s: float = Field(default=1.0, gt=0)
+    # Intake limits (api/limits.py), token buckets holding one minute's worth: each API
+    # token may create this many requests (and, separately, families) a minute, all at once
+    # if it likes; each phone number may send this many SMS a minute that are not a command
+    # (new-request intake, free text). YES/NO/취소 and the other commands are never limited.
+    intake_rate_per_min: float = Field(default=60.0, gt=0)
+    sms_intake_rate_per_min: float = Field(default=10.0, gt=0)
     log_level: str = "INFO"
     # `text` for people, `json` (one object per line) for a log collector.
     log_format: Literal["text", "json"] = "text"
+
+    # Privacy (개인정보보호법, dispatch/encryption.py). `production` refuses to start without
+    # DOLBOM_DATA_KEY; anything else falls back to a key generated into data_dir/data.key.
+    env: Literal["development", "production"] = "development"
+    # The key that encrypts sensitive fields, and older keys (comma-separated) still read.
+    data_key: SecretStr | None = None
+    data_key_previous: SecretStr | None = None
 
     twilio_account_sid: str | None = Field(
         default=None, validation_alias=AliasChoices("TWILIO_ACCOUNT_SID"))
@@ -51,6 +73,10 @@ class Settings(BaseSettings):
         default=None, validation_alias=AliasChoices("TWILIO_MESSAGING_SERVICE_SID"))
     twilio_api_base_url: str = Field(
         default="https://api.twilio.com", validation_alias=AliasChoices("TWILIO_API_BASE_URL"))
+
+    @property
+    def production(self) -> bool:
+        return self.env == "production"
 
     @property
     def twilio_enabled(self) -> bool:
@@ -71,5 +97,6 @@ def as_environment(settings: Settings) -> dict[str, str]:
             continue
         alias = info.validation_alias
         key = str(alias.choices[0]) if isinstance(alias, AliasChoices) else f"DOLBOM_{name.upper()}"
-        env[key] = str(value)
+        # A secret goes to the child as itself, not as pydantic's "**********".
+        env[key] = value.get_secret_value() if isinstance(value, SecretStr) else str(value)
     return env

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -21,11 +22,13 @@ from dispatch.bootstrap import bootstrap
 from dispatch.db import make_engine
 from dispatch.domain.policy import load_policies
 from dispatch.messagebus import MessageBus
+from dispatch.unit_of_work import committed_sms
 from notifiers import grammar, intake_grammar, templates
 from notifiers.factory import gateway_from_settings
 from schemas import topics
 from schemas.config import Settings
 from schemas.envelope import Envelope
+from streams.routing import command_for
 from streams.transport import DolbomApp
 
 log = logging.getLogger("dolbom.worker")
@@ -33,15 +36,39 @@ log = logging.getLogger("dolbom.worker")
 RETRY_MAX_S = 30.0
 
 
+def handle_then_send(bus: MessageBus, command: c.Command) -> Any:
+    """Handle `command`, then hand the SMS its transaction queued to the gateway at once.
+
+    Saves each SMS a relay poll and a Kafka hop. Nothing is lost or sent twice: the
+    notification row and its `sms.requested` message were committed with the state change,
+    so if this process dies before (or during) the send, the message or the sweep delivers
+    it; and `deliver_notification` claims the row under a lock before calling the gateway,
+    so whichever of the two comes second finds it claimed and does nothing.
+    """
+    with committed_sms() as queued:
+        result = bus.handle(command)
+    if isinstance(command, c.DeliverNotification):
+        return result
+    for notification_id in queued:
+        try:
+            bus.handle(c.DeliverNotification(notification_id=notification_id))
+        except Exception as exc:  # the sms.requested message is the backstop
+            log.warning("sending %s now failed (%s); its sms.requested message will",
+                        notification_id, type(exc).__name__)
+    return result
+
+
 def create_app(settings: Settings, bus: MessageBus | None = None) -> faust.App:
     if bus is None:
-        bus = bootstrap(make_engine(settings.database_url),
+        bus = bootstrap(make_engine(settings.database_url, settings=settings),
                         load_policies(settings.policy_dir),
                         sms=gateway_from_settings(settings), templates=templates.render,
                         grammar=grammar.parse, intake=intake_grammar.parse_request,
                         dispatcher_phone=settings.dispatcher_phone)
     assert settings.kafka_bootstrap, "the worker needs DOLBOM_KAFKA_BOOTSTRAP"
-    datadir = settings.data_dir / "faust" / settings.worker_id
+    # The worker id is the consumer group, shared by every worker; Faust's local files are
+    # per process, so several workers on one host keep them apart by instance name.
+    datadir = settings.data_dir / "faust" / settings.worker_id / settings.worker_instance
     datadir.mkdir(parents=True, exist_ok=True)
     app = DolbomApp(
         settings.worker_id,
@@ -62,6 +89,18 @@ def create_app(settings: Settings, bus: MessageBus | None = None) -> faust.App:
         broker_commit_interval=0.5,
     )
 
+    @app.on_partitions_assigned.connect
+    async def log_assignment(sender: Any, /, *args: Any, signal: Any, **_: Any) -> None:
+        # Several workers share one consumer group (the app id): which partitions this
+        # process holds is what an operator (and the failover test) needs after a rebalance.
+        held: dict[str, list[int]] = {}
+        for tp in (args[0] if args else ()):
+            held.setdefault(tp.topic, []).append(tp.partition)
+        log.info("partitions assigned to worker pid %d in group %s: %s", os.getpid(),
+                 settings.worker_id, " ".join(f"{name}{sorted(parts)}"
+                                             for name, parts in sorted(held.items())) or "none",
+                 extra={"group": settings.worker_id, "partitions": sum(map(len, held.values()))})
+
     def raw_topic(topic: topics.Topic) -> Any:
         return app.topic(topic.name, value_type=bytes, value_serializer="raw",
                          key_serializer="raw", partitions=topic.partitions)
@@ -71,7 +110,7 @@ def create_app(settings: Settings, bus: MessageBus | None = None) -> faust.App:
         delay = 0.1
         while True:
             try:
-                await asyncio.to_thread(bus.handle, command)
+                await asyncio.to_thread(handle_then_send, bus, command)
                 return
             except OperationalError as exc:
                 log.warning("database unavailable for %s (%s); retrying in %.1fs",
@@ -105,15 +144,10 @@ def create_app(settings: Settings, bus: MessageBus | None = None) -> faust.App:
         process.__name__ = "on_" + topic.name.replace(".", "_")
         app.agent(raw_topic(topic), name=process.__name__)(process)  # type: ignore[arg-type]
 
-    agent(topics.REQUESTS, lambda e: c.StartMatching(request_id=e.payload["request_id"],
-                                                     event_id=e.event_id)
-          if e.type == "request.received" else None)
-
-    agent(topics.SMS_INBOUND, lambda e: c.HandleInboundSms(
-        inbound_id=e.payload["inbound_id"], event_id=e.event_id)
-        if e.type == "sms.received" else None)
-    agent(topics.SMS_OUTBOUND, lambda e: c.DeliverNotification(
-        notification_id=e.payload["notification_id"]) if e.type == "sms.requested" else None)
+    # One mapping for every topic (streams/routing.py): the simulator replays the same one.
+    agent(topics.REQUESTS, command_for)
+    agent(topics.SMS_INBOUND, command_for)
+    agent(topics.SMS_OUTBOUND, command_for)
 
     @app.timer(interval=settings.sweep_interval_s)
     async def sweep_notifications() -> None:

@@ -19,6 +19,7 @@ from dispatch.handlers import (
     inbound,
     intake,
     matching,
+    privacy,
     registration,
 )
 from dispatch.handlers.registration import ROLES, hash_token
@@ -44,4 +45,9 @@ HANDLERS: dict[type[c.Command], Callable[..., Any]] = {
     c.AssignCarer: dispatcher.assign_carer,
     c.ReofferRequest: dispatcher.reoffer_request,
     c.AddNote: dispatcher.add_note,
+    c.ReadFamily: privacy.read_family,
+    c.ReadRequest: privacy.read_request,
+    c.PurgePersonalData: privacy.purge_personal_data,
+    c.RotateDataKey: privacy.rotate_data_key,
+    c.AcknowledgeEscalation: dispatcher.acknowledge_escalation,
 }
