@@ -305,7 +305,8 @@ def phones(uow: UnitOfWork, *, dispatcher_phone: str | None = None,
                                "name": carer.name, "on_duty": carer.on_duty}
     f = orm.families.c
     for family_id, name, phone in uow.session.execute(
-            select(f.id, f.guardian_name, f.guardian_phone).order_by(f.guardian_name)):
+            select(f.id, f.guardian_name, f.guardian_phone).where(f.purged_at.is_(None))
+            .order_by(f.guardian_name)):  # a purged family has no phone left to show
         owners.setdefault(phone, {"phone": phone, "kind": "parent", "id": family_id,
                                   "name": name})
     if dispatcher_phone:

@@ -234,3 +234,17 @@ def test_the_cli_refuses_production_without_a_key(sqlite_url: str, tmp_path: Any
     assert "data key error" in err and "DOLBOM_DATA_KEY" in err
     with pytest.raises(SystemExit):
         cli.main(["privacy", "purge", "--older-than", "90 days"])
+
+
+def test_the_console_phones_leave_out_a_purged_family(world: dict[str, Any]) -> None:
+    from dispatch import views
+
+    bus = world["bus"]
+
+    def parents() -> set[str]:
+        with bus.uow_factory() as uow:
+            return {p["id"] for p in views.phones(uow) if p["kind"] == "parent"}
+
+    assert world["family"].id in parents()
+    bus.handle(c.PurgePersonalData(older_than=timedelta(days=90)))
+    assert world["family"].id not in parents()
