@@ -124,3 +124,57 @@ def test_postgres_connections_dropped_under_load_lose_nothing_and_duplicate_noth
     late = system.request(families[0], day_offset=N + 2)["id"]
     with carers_answering_yes(system, {c["phone"] for c in carers}):
         system.wait_status(late, "assigned", timeout=60)
+
+
+def _cluster() -> list[str] | None:
+    """`pg_ctlcluster … restart` for the local cluster, where this machine has one and the
+    run may restart it (.ci/run sets DOLBOM_FAULTS_RESTART_POSTGRES: nothing else uses the
+    server during CI; on a shared developer machine a restart would break other runs)."""
+    import os
+    import shutil
+
+    versions = Path("/etc/postgresql")
+    if not os.environ.get("DOLBOM_FAULTS_RESTART_POSTGRES") or not shutil.which("pg_ctlcluster") \
+            or not versions.is_dir() or not any(versions.iterdir()):
+        return None
+    version = sorted(p.name for p in versions.iterdir())[0]
+    return ["pg_ctlcluster", "--skip-systemctl-redirect", version, "main", "restart"]
+
+
+def test_postgres_server_restarted_under_load_loses_nothing_and_duplicates_nothing(
+        system: Running) -> None:
+    """Invariant as above, with the real thing: the PostgreSQL server itself restarts (every
+    connection dies, new ones are refused until it is back), while requests arrive."""
+    import subprocess
+
+    restart = _cluster()
+    if restart is None:
+        pytest.skip("set DOLBOM_FAULTS_RESTART_POSTGRES=1 on a machine whose PostgreSQL "
+                    "this run may restart (.ci/run does)")
+    carers, families = population(system, carers=4, families=6, tag="610")
+    with carers_answering_yes(system, {c["phone"] for c in carers}):
+        submitter = Submitter(system, families, N, pause_s=0.05).start()
+        wait_for(lambda: len(submitter.accepted) >= N // 3, 90, "requests before the restart")
+        started = time.monotonic()
+        subprocess.run(restart, check=True, timeout=120)
+        restart_s = time.monotonic() - started
+        submitter.join(timeout=150)
+        ids = list(submitter.accepted.values())
+        statuses = wait_all(system, ids, "assigned", timeout=120)
+    stored = request_rows(system)
+    lost = {i: s for i, s in statuses.items() if s != "assigned"}
+    overlapping = overlapping_assignments(system, ids)
+    duplicates = duplicate_sms(system)
+    report("postgres server restarted", submitted=N, accepted=len(ids), stored=len(stored),
+           final=N - len(lost), lost=len(lost), overlapping_assignments=overlapping,
+           duplicate_sms=sum(duplicates.values()), faults_injected=1,
+           restart_s=round(restart_s, 1),
+           posts_without_answer=sum(submitter.failed_posts.values()),
+           errors=dict(submitter.errors))
+    assert submitter.refused == {}
+    assert len(submitter.accepted) == N
+    assert sorted(stored) == sorted(ids)
+    assert lost == {}, diagnose(system, lost)
+    assert overlapping == 0
+    assert duplicates == {"same_text_twice": 0, "notification_key_twice": 0,
+                          "row_sent_twice": 0, "sends_without_row": 0}
