@@ -42,6 +42,11 @@ class Settings(BaseSettings):
     broker_max_mb: float = Field(default=512.0, ge=0)
     # How often a worker looks for SMS retries that are due and uncertain sends.
     sweep_interval_s: float = Field(default=1.0, gt=0)
+    # Fault injection for the fault tests, never set in service: "before_commit:<type>" or
+    # "after_commit:<type>" makes the worker SIGKILL itself once, at that point of handling
+    # the first message of that type (a marker file in the data dir stops it happening twice).
+    fault_kill_at: str | None = Field(
+        default=None, pattern=r"^(before_commit|after_commit):[a-z_.]+$")
 
     dispatcher_phone: str | None = None
     # Messages per second per sender (a long code takes about 1).

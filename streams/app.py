@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import signal
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -56,6 +57,25 @@ def handle_then_send(bus: MessageBus, command: c.Command) -> Any:
             log.warning("sending %s now failed (%s); its sms.requested message will",
                         notification_id, type(exc).__name__)
     return result
+
+
+def fault_point(settings: Settings) -> Callable[[str, str], None]:
+    """`kill(when, type)`: SIGKILL this process at `settings.fault_kill_at`, once per data dir.
+
+    Only the fault tests set it (tests/faults/test_process_crashes.py): a kill at a chosen
+    point proves what a random kill only samples.
+    """
+    if not settings.fault_kill_at:
+        return lambda when, message_type: None
+    marker = settings.data_dir / ("fault-" + settings.fault_kill_at.replace(":", "-"))
+
+    def kill(when: str, message_type: str) -> None:
+        if f"{when}:{message_type}" == settings.fault_kill_at and not marker.exists():
+            marker.write_text("killed\n")
+            log.warning("fault injection: SIGKILL %s %s", when, message_type)
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    return kill
 
 
 def create_app(settings: Settings, bus: MessageBus | None = None) -> faust.App:
@@ -105,12 +125,18 @@ def create_app(settings: Settings, bus: MessageBus | None = None) -> faust.App:
         return app.topic(topic.name, value_type=bytes, value_serializer="raw",
                          key_serializer="raw", partitions=topic.partitions)
 
+    kill_at = fault_point(settings)
+
     async def apply(envelope: Envelope, command: c.Command) -> None:
         """Run the handler off the event loop; wait out a database outage, never skip it."""
         delay = 0.1
         while True:
             try:
+                kill_at("before_commit", envelope.type)
                 await asyncio.to_thread(handle_then_send, bus, command)
+                # Committed, SMS handed over, offset not yet committed (Faust acks after
+                # this returns): the window at_least_once + the inbox must cover.
+                kill_at("after_commit", envelope.type)
                 return
             except OperationalError as exc:
                 log.warning("database unavailable for %s (%s); retrying in %.1fs",
