@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import Any
 
@@ -45,8 +46,13 @@ def _no_intake(text: str, now: datetime, tz: Any) -> None:
 def bootstrap(engine: Engine, policies: Mapping[str, ServicePolicy], *,
               sms: SmsSender | None = None, templates: SmsTemplates | None = None,
               grammar: SmsGrammar | None = None, intake: IntakeParser | None = None,
-              clock: Clock = utcnow, dispatcher_phone: str | None = None) -> MessageBus:
+              clock: Clock = utcnow, dispatcher_phone: str | None = None,
+              sms_threads: int = 1) -> MessageBus:
+    """`sms_threads` > 1: the SMS of one batch are handed to the gateway that many at a
+    time (a provider call takes 100 ms or more), in no particular order among them."""
     sessions = session_factory(engine)
+    send_pool = ThreadPoolExecutor(max_workers=sms_threads, thread_name_prefix="sms-send") \
+        if sms_threads > 1 else None
     return MessageBus(
         uow_factory=lambda: UnitOfWork(sessions),
         handlers=HANDLERS,
@@ -54,5 +60,6 @@ def bootstrap(engine: Engine, policies: Mapping[str, ServicePolicy], *,
                       "templates": templates or _no_templates,
                       "grammar": grammar or _no_grammar,
                       "intake": intake or _no_intake,
-                      "dispatcher_phone": dispatcher_phone},
+                      "dispatcher_phone": dispatcher_phone,
+                      "send_pool": send_pool},
     )

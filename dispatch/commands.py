@@ -98,6 +98,13 @@ class DeliverNotification(Command):
 
 
 @dataclass(frozen=True)
+class DeliverNotifications(Command):
+    """The SMS one transaction queued, sent together right after it commits."""
+
+    notification_ids: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class CancelRequest(Command):
     request_id: str
     reason: str

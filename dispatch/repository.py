@@ -270,6 +270,26 @@ class Notifications:
             stmt = stmt.with_for_update().execution_options(populate_existing=True)
         return self.session.scalars(stmt).first()
 
+    def get_many(self, notification_ids: Sequence[str], *, for_update: bool = False
+                 ) -> list[Notification]:
+        """In the order asked; ids not found are left out."""
+        stmt = select(Notification).where(orm.notifications.c.id.in_(list(notification_ids)))
+        if for_update:
+            stmt = stmt.with_for_update().execution_options(populate_existing=True)
+        found = {n.id: n for n in self.session.scalars(stmt)}
+        return [found[i] for i in notification_ids if i in found]
+
+    def opted_out_among(self, phones: Iterable[str]) -> set[str]:
+        """The numbers among `phones` of a carer or a family who opted out."""
+        wanted = list(set(phones))
+        if not wanted:
+            return set()
+        out = set(self.session.scalars(select(orm.carers.c.phone).where(
+            orm.carers.c.phone.in_(wanted), orm.carers.c.opted_out.is_(True))))
+        out.update(self.session.scalars(select(orm.families.c.guardian_phone).where(
+            orm.families.c.guardian_phone.in_(wanted), orm.families.c.opted_out.is_(True))))
+        return out
+
     def by_sid(self, sid: str, *, for_update: bool = False) -> Notification | None:
         stmt = select(Notification).where(orm.notifications.c.sid == sid)
         if for_update:

@@ -17,6 +17,7 @@ from sqlalchemy import Engine, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from dispatch import orm, repository
+from dispatch.db import READ_ONLY
 from dispatch.records import Notification, OutboxMessage, ProcessedMessage
 from schemas.envelope import Envelope
 from schemas.messages import Message, SmsRequested
@@ -30,7 +31,7 @@ LOCAL_ONLY = frozenset({"request.matching"})
 
 def sms_nudge_event_id(notification_id: str) -> str:
     """The `event_id` of the `sms.requested` message of a notification, so that whoever
-    claims the notification can find its outbox row (see `retire_sms_nudge`)."""
+    claims the notification can find its outbox row (see `retire_sms_nudges`)."""
     return f"sms-requested:{notification_id}"
 
 
@@ -42,8 +43,11 @@ def committed_sms() -> Iterator[list[str]]:
     """Collect the ids of notifications committed by units of work on this thread.
 
     The worker uses it to hand an SMS to the gateway right after the transaction that
-    queued it commits, instead of waiting for the relay and a Kafka hop; the
-    `sms.requested` message stays in the outbox as the at-least-once backstop.
+    queued it commits, instead of waiting for the relay and a Kafka hop. Inside it no
+    `sms.requested` message is written at all: it would cost an outbox row, a relay publish
+    and a Kafka delivery only to find the row claimed. If this process dies before the
+    send, the row is still `pending` and the notification sweep sends it
+    (dispatch/handlers/delivery.py, NEVER_NUDGED_S).
     """
     ids: list[str] = []
     outer = getattr(_collecting, "ids", None)
@@ -122,13 +126,15 @@ class UnitOfWork:
         self.session.add(row)
         return envelope
 
-    def retire_sms_nudge(self, notification_id: str) -> bool:
-        """The notification has been claimed: its `sms.requested` message, if the relay has
-        not taken it yet, need not go to Kafka (it would only find the claim and do
-        nothing). Marked published at its own creation time, which is how a row settled
-        without Kafka is told apart. A row the relay holds (PostgreSQL) is left to it."""
+    def retire_sms_nudges(self, notification_ids: list[str]) -> bool:
+        """The notifications have been claimed: their `sms.requested` messages, if the relay
+        has not taken them yet, need not go to Kafka (they would only find the claim and do
+        nothing). Marked published at their own creation time, which is how a row settled
+        without Kafka is told apart. Rows the relay holds (PostgreSQL) are left to it."""
+        if not notification_ids:
+            return False
         o = orm.outbox.c
-        unpublished = (o.event_id == sms_nudge_event_id(notification_id),
+        unpublished = (o.event_id.in_([sms_nudge_event_id(i) for i in notification_ids]),
                        o.published_at.is_(None))
         if self.session.get_bind().dialect.name != "postgresql":
             # SQLite: this transaction holds the write lock; one statement does it.
@@ -136,11 +142,12 @@ class UnitOfWork:
                                         .values(published_at=o.created_at))
             return bool(getattr(done, "rowcount", 0))
         # Never wait for a relay that holds the row: skip it, the relay publishes it.
-        row_id = self.session.scalar(select(o.id).where(*unpublished)
-                                     .with_for_update(skip_locked=True))
-        if row_id is None:
+        row_ids = list(self.session.scalars(select(o.id).where(*unpublished)
+                                            .with_for_update(skip_locked=True)))
+        if not row_ids:
             return False
-        self.session.execute(update(orm.outbox).where(o.id == row_id, o.published_at.is_(None))
+        self.session.execute(update(orm.outbox).where(o.id.in_(row_ids),
+                                                      o.published_at.is_(None))
                              .values(published_at=o.created_at))
         return True
 
@@ -154,8 +161,11 @@ class UnitOfWork:
                             created_at=now, lang=lang, request_id=request_id,
                             validity_s=validity_s)
         self.notifications.add(note)
-        self.emit(SmsRequested(notification_id=note.id), key=recipient, now=now,
-                  event_id=sms_nudge_event_id(note.id))
+        if getattr(_collecting, "ids", None) is None:
+            # Nobody on this thread sends it after the commit (the API, a sweep): a worker
+            # will, on this message.
+            self.emit(SmsRequested(notification_id=note.id), key=recipient, now=now,
+                      event_id=sms_nudge_event_id(note.id))
         self._queued_sms.append(note.id)
         return note
 
@@ -171,6 +181,11 @@ class UnitOfWork:
         return True
 
 
-def session_factory(engine: Engine) -> sessionmaker[Session]:
+def session_factory(engine: Engine, *, read_only: bool = False) -> sessionmaker[Session]:
+    """`read_only`: for units of work that only read (the API's views, auth). On SQLite they
+    then never take the database's single write lock (dispatch/db.py), so a GET or a token
+    check never queues behind the worker's transactions; they must not write."""
     orm.start_mappers()
+    if read_only:
+        engine = engine.execution_options(**{READ_ONLY: True})
     return sessionmaker(bind=engine, expire_on_commit=False)

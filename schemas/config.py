@@ -40,6 +40,9 @@ class Settings(BaseSettings):
     # The embedded broker never frees a message: `dolbom up` swaps it for an empty one once
     # it holds this much memory (MB), when the workers have read everything. 0 = never.
     broker_max_mb: float = Field(default=512.0, ge=0)
+    # Threads in each worker that hand SMS to the gateway after their transaction commits
+    # (Twilio takes 100 ms or more a call; the handlers go on meanwhile).
+    sms_send_threads: int = Field(default=4, ge=1, le=64)
     # How often a worker looks for SMS retries that are due and uncertain sends.
     sweep_interval_s: float = Field(default=1.0, gt=0)
     # Fault injection for the fault tests, never set in service: "before_commit:<type>" or

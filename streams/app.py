@@ -8,9 +8,12 @@ between the two replays a message that then changes nothing.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
+import queue
 import signal
+import threading
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -35,28 +38,76 @@ from streams.transport import DolbomApp
 log = logging.getLogger("dolbom.worker")
 
 RETRY_MAX_S = 30.0
+# The most SMS one batch claims, sends and records.
+MAX_BATCH = 200
+
+
+def handle_collecting_sms(bus: MessageBus, command: c.Command) -> tuple[Any, list[str]]:
+    """Handle `command`; also return the ids of the SMS its transactions queued, which
+    this process is now to send (no `sms.requested` message was written for them)."""
+    with committed_sms() as queued:
+        result = bus.handle(command)
+    return result, list(queued)
+
+
+def send_now(bus: MessageBus, notification_ids: list[str]) -> None:
+    """Hand SMS just committed to the gateway, and any its failures queued (a dispatcher's
+    alert). If this fails, or the process dies first, the rows are still `pending` and the
+    notification sweep sends them: nothing is lost, and the claim sends nothing twice."""
+    while notification_ids:
+        try:
+            _, notification_ids = handle_collecting_sms(
+                bus, c.DeliverNotifications(notification_ids=tuple(notification_ids)))
+        except Exception as exc:
+            log.warning("sending %d SMS now failed (%s); the notification sweep will",
+                        len(notification_ids), type(exc).__name__)
+            return
 
 
 def handle_then_send(bus: MessageBus, command: c.Command) -> Any:
-    """Handle `command`, then hand the SMS its transaction queued to the gateway at once.
-
-    Saves each SMS a relay poll and a Kafka hop. Nothing is lost or sent twice: the
-    notification row and its `sms.requested` message were committed with the state change,
-    so if this process dies before (or during) the send, the message or the sweep delivers
-    it; and `deliver_notification` claims the row under a lock before calling the gateway,
-    so whichever of the two comes second finds it claimed and does nothing.
-    """
-    with committed_sms() as queued:
-        result = bus.handle(command)
-    if isinstance(command, c.DeliverNotification):
-        return result
-    for notification_id in queued:
-        try:
-            bus.handle(c.DeliverNotification(notification_id=notification_id))
-        except Exception as exc:  # the sms.requested message is the backstop
-            log.warning("sending %s now failed (%s); its sms.requested message will",
-                        notification_id, type(exc).__name__)
+    """Handle `command`, then send the SMS it queued, in this thread."""
+    result, queued = handle_collecting_sms(bus, command)
+    send_now(bus, queued)
     return result
+
+
+class Sender:
+    """Sends the SMS handlers queued, off the agents' path, in batches.
+
+    One thread takes whatever has been queued since its last batch: one transaction claims
+    it all, the gateway gets the messages several at a time (the bus's send pool), one
+    transaction records them sent. Under load the batches grow, so the database work per
+    SMS shrinks as the rate rises instead of queueing behind the write lock.
+    """
+
+    def __init__(self, bus: MessageBus) -> None:
+        self.bus = bus
+        self.queue: queue.SimpleQueue[list[str] | None] = queue.SimpleQueue()
+        self.thread = threading.Thread(target=self._run, name="sms-sender", daemon=True)
+        self.thread.start()
+
+    def submit(self, notification_ids: list[str]) -> None:
+        if notification_ids:
+            self.queue.put(notification_ids)
+
+    def _run(self) -> None:
+        while True:
+            batch = self.queue.get()
+            if batch is None:
+                return
+            with contextlib.suppress(queue.Empty):
+                while len(batch) < MAX_BATCH:
+                    more = self.queue.get_nowait()
+                    if more is None:
+                        self.queue.put(None)
+                        break
+                    batch.extend(more)
+            send_now(self.bus, batch)
+
+    def close(self, timeout_s: float = 10.0) -> None:
+        # What is still queued after this stays `pending` in the database for the sweep.
+        self.queue.put(None)
+        self.thread.join(timeout_s)
 
 
 def fault_point(settings: Settings) -> Callable[[str, str], None]:
@@ -84,7 +135,8 @@ def create_app(settings: Settings, bus: MessageBus | None = None) -> faust.App:
                         load_policies(settings.policy_dir),
                         sms=gateway_from_settings(settings), templates=templates.render,
                         grammar=grammar.parse, intake=intake_grammar.parse_request,
-                        dispatcher_phone=settings.dispatcher_phone)
+                        dispatcher_phone=settings.dispatcher_phone,
+                        sms_threads=settings.sms_send_threads)
     assert settings.kafka_bootstrap, "the worker needs DOLBOM_KAFKA_BOOTSTRAP"
     # The worker id is the consumer group, shared by every worker; Faust's local files are
     # per process, so several workers on one host keep them apart by instance name.
@@ -126,6 +178,11 @@ def create_app(settings: Settings, bus: MessageBus | None = None) -> faust.App:
                          key_serializer="raw", partitions=topic.partitions)
 
     kill_at = fault_point(settings)
+    sender = Sender(bus)
+
+    @app.on_before_shutdown.connect
+    async def stop_sending(sender_app: Any, /, *args: Any, signal: Any, **_: Any) -> None:
+        await asyncio.to_thread(sender.close)
 
     async def apply(envelope: Envelope, command: c.Command) -> None:
         """Run the handler off the event loop; wait out a database outage, never skip it."""
@@ -133,10 +190,15 @@ def create_app(settings: Settings, bus: MessageBus | None = None) -> faust.App:
         while True:
             try:
                 kill_at("before_commit", envelope.type)
-                await asyncio.to_thread(handle_then_send, bus, command)
-                # Committed, SMS handed over, offset not yet committed (Faust acks after
-                # this returns): the window at_least_once + the inbox must cover.
+                if isinstance(command, c.DeliverNotification):
+                    # Joins the sender's next batch instead of claiming on its own.
+                    sender.submit([command.notification_id])
+                    return
+                _, queued = await asyncio.to_thread(handle_collecting_sms, bus, command)
+                # Committed, SMS not yet sent, offset not yet committed (Faust acks after
+                # this returns): the window at_least_once, the inbox and the sweep cover.
                 kill_at("after_commit", envelope.type)
+                sender.submit(queued)
                 return
             except OperationalError as exc:
                 log.warning("database unavailable for %s (%s); retrying in %.1fs",

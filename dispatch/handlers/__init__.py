@@ -39,6 +39,7 @@ HANDLERS: dict[type[c.Command], Callable[..., Any]] = {
     c.ReceiveSms: inbound.receive_sms,
     c.HandleInboundSms: inbound.handle_inbound_sms,
     c.DeliverNotification: delivery.deliver_notification,
+    c.DeliverNotifications: delivery.deliver_notifications,
     c.SweepNotifications: delivery.sweep_notifications,
     c.RecordDeliveryStatus: delivery.record_delivery_status,
     c.CancelRequest: dispatcher.cancel_request,

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
+from concurrent.futures import Executor
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -39,8 +41,11 @@ LOOKUP_AFTER_S = 20
 # A row still `sending` after this long belongs to a sender that died mid-call.
 STUCK_SENDING_S = 60
 OPTED_OUT = 21610
-# A pending row this old that was never tried lost its sms.requested message.
-NEVER_NUDGED_S = 60
+# A pending row this old that was never tried was never going to be: the worker that queued
+# it died before sending it, or its sms.requested message was lost with an emptied broker.
+# A live worker sends within milliseconds of its commit; the claim keeps a slow one and
+# the sweep from both sending.
+NEVER_NUDGED_S = 10
 
 # Twilio's statuses, in the order they can follow each other; the last four are final.
 PROVIDER_RANK = {"accepted": 1, "scheduled": 1, "queued": 2, "sending": 3, "sent": 4,
@@ -72,60 +77,120 @@ def _tell_dispatcher(uow: UnitOfWork, note: Notification, now: datetime, reason:
 def deliver_notification(cmd: c.DeliverNotification, uow: UnitOfWork, clock: Clock,
                          sms: SmsSender, templates: SmsTemplates,
                          dispatcher_phone: str | None = None, **_: Any) -> str:
+    return deliver_notifications(
+        c.DeliverNotifications(notification_ids=(cmd.notification_id,)), uow, clock, sms,
+        templates, dispatcher_phone)[cmd.notification_id]
+
+
+@dataclass(frozen=True)
+class _Claim:
+    notification_id: str
+    recipient: str
+    body: str
+    validity_s: int | None
+    attempts: int
+
+
+def deliver_notifications(cmd: c.DeliverNotifications, uow: UnitOfWork, clock: Clock,
+                          sms: SmsSender, templates: SmsTemplates,
+                          dispatcher_phone: str | None = None,
+                          send_pool: Executor | None = None, **_: Any) -> dict[str, str]:
+    """Send the SMS one transaction queued: one transaction claims them all, one records
+    them sent. Returns each notification's outcome: sent, duplicate, not_due, stale,
+    closed, skipped, or what `_after_failure` made of an error."""
     now = clock()
+    ids = list(dict.fromkeys(cmd.notification_ids))
+    outcomes = dict.fromkeys(ids, "duplicate")
+    claims: list[_Claim] = []
     with uow:
-        note = uow.notifications.get(cmd.notification_id, for_update=True)
-        if note is None or note.status != NotificationStatus.PENDING:
-            return "duplicate"
-        if note.next_attempt_at is not None and note.next_attempt_at > now:
-            return "not_due"
-        if note.validity_s is not None and now > note.created_at + timedelta(
-                seconds=note.validity_s):
-            note.status = NotificationStatus.FAILED
-            note.error = "stale: not sent after its validity period"
-            uow.retire_sms_nudge(note.id)
-            uow.commit()
-            return "stale"
-        closed = _closed_before_sending(uow, note)
-        if closed is not None:
-            note.status = NotificationStatus.SKIPPED
-            note.error = closed
-            uow.retire_sms_nudge(note.id)
-            uow.commit()
-            return "closed"
-        person = uow.carers.by_phone(note.recipient) or uow.families.by_phone(note.recipient)
-        if person is not None and person.opted_out:
-            note.status = NotificationStatus.SKIPPED
-            note.error = "recipient opted out"
-            uow.retire_sms_nudge(note.id)
-            uow.commit()
-            return "skipped"
-        body = note.body or templates(note.kind, note.params, note.lang)
-        note.status = NotificationStatus.SENDING
-        note.status_at = now
-        note.attempts += 1
-        note.body = body
-        note.gateway = sms.name
-        validity = None
-        if note.validity_s is not None:
-            validity = max(1, note.validity_s - int((now - note.created_at).total_seconds()))
-        # The claim: `sending`, committed before the call. Under the row lock (PostgreSQL)
+        notes = [n for n in uow.notifications.get_many(ids, for_update=True)
+                 if n.status == NotificationStatus.PENDING]
+        closed = _closed_before_sending(uow, notes)
+        opted_out = uow.notifications.opted_out_among(n.recipient for n in notes)
+        settled: list[str] = []
+        for note in notes:
+            outcome = _claim(note, now, closed.get(note.id), note.recipient in opted_out,
+                             sms.name, templates)
+            if outcome == "not_due":
+                outcomes[note.id] = outcome
+                continue
+            settled.append(note.id)
+            if outcome is None:
+                assert note.body is not None
+                claims.append(_Claim(note.id, note.recipient, note.body,
+                                     _validity_left(note, now), note.attempts))
+            else:
+                outcomes[note.id] = outcome
+        if not settled:
+            return outcomes
+        # The claim: `sending`, committed before the call. Under the row locks (PostgreSQL)
         # or the write lock taken at BEGIN (SQLite), so of two deliverers of one row (the
-        # worker right after the commit, and the sms.requested message) exactly one gets
-        # here; the other reads `sending` and stops. Its Kafka message is no longer needed.
-        uow.retire_sms_nudge(note.id)
+        # worker right after the commit, a sms.requested message, the sweep) exactly one
+        # gets here; the other reads `sending` and stops. Messages not yet on Kafka that
+        # would only find this claim are retired.
+        uow.retire_sms_nudges(settled)
         uow.commit()
-        recipient, attempts = note.recipient, note.attempts
-    try:
-        sent = sms.send(recipient, body, validity_period=validity)
-    except Exception as exc:
-        return _after_failure(cmd.notification_id, exc, attempts, uow, clock, dispatcher_phone)
-    with uow:
-        note = uow.notifications.get(cmd.notification_id, for_update=True)
-        assert note is not None
-        _mark_sent(note, sent.sid, sent.status, clock())
-        uow.commit()
-    return "sent"
+    sent: dict[str, Any] = {}
+    for claim, result in _send_all(sms, claims, send_pool):
+        if isinstance(result, Exception):
+            outcomes[claim.notification_id] = _after_failure(
+                claim.notification_id, result, claim.attempts, uow, clock, dispatcher_phone)
+        else:
+            sent[claim.notification_id] = result
+    if sent:
+        with uow:
+            done = clock()
+            for note in uow.notifications.get_many(list(sent), for_update=True):
+                _mark_sent(note, sent[note.id].sid, sent[note.id].status, done)
+                outcomes[note.id] = "sent"
+            uow.commit()
+    return outcomes
+
+
+def _send_all(sms: SmsSender, claims: list[_Claim], pool: Executor | None
+              ) -> list[tuple[_Claim, Any]]:
+    """Each claim with what the gateway answered, or the exception it raised."""
+    def send(claim: _Claim) -> Any:
+        try:
+            return sms.send(claim.recipient, claim.body, validity_period=claim.validity_s)
+        except Exception as exc:
+            return exc
+
+    if pool is None or len(claims) < 2:
+        return [(claim, send(claim)) for claim in claims]
+    return list(zip(claims, pool.map(send, claims), strict=True))
+
+
+def _claim(note: Notification, now: datetime, closed: str | None, opted_out: bool,
+           gateway: str, templates: SmsTemplates) -> str | None:
+    """Settle a pending row without sending (returns why), or claim it for sending (None)."""
+    if note.next_attempt_at is not None and note.next_attempt_at > now:
+        return "not_due"
+    if note.validity_s is not None and now > note.created_at + timedelta(
+            seconds=note.validity_s):
+        note.status = NotificationStatus.FAILED
+        note.error = "stale: not sent after its validity period"
+        return "stale"
+    if closed is not None:
+        note.status = NotificationStatus.SKIPPED
+        note.error = closed
+        return "closed"
+    if opted_out:
+        note.status = NotificationStatus.SKIPPED
+        note.error = "recipient opted out"
+        return "skipped"
+    note.body = note.body or templates(note.kind, note.params, note.lang)
+    note.status = NotificationStatus.SENDING
+    note.status_at = now
+    note.attempts += 1
+    note.gateway = gateway
+    return None
+
+
+def _validity_left(note: Notification, now: datetime) -> int | None:
+    if note.validity_s is None:
+        return None
+    return max(1, note.validity_s - int((now - note.created_at).total_seconds()))
 
 
 # Handed to the provider, or possibly so: the carer may have the offer on their phone.
@@ -133,21 +198,29 @@ _OFFER_MAY_HAVE_ARRIVED = frozenset({NotificationStatus.SENDING, NotificationSta
                                      NotificationStatus.SENT, NotificationStatus.DELIVERED})
 
 
-def _closed_before_sending(uow: UnitOfWork, note: Notification) -> str | None:
-    """Why an offer (or its withdrawal) is no longer worth sending; None: send it."""
+def _closed_before_sending(uow: UnitOfWork, notes: list[Notification]) -> dict[str, str]:
+    """Why an offer (or its withdrawal) is no longer worth sending, by notification id;
+    the ones left out are to be sent. Two queries for any number of notes."""
     o, n = orm.offers.c, orm.notifications.c
-    if note.kind == "offer" and note.event_id.startswith("offer:"):
-        status = uow.session.scalar(select(o.status).where(
-            o.id == note.event_id.removeprefix("offer:")))
-        if status is not None and status != OfferStatus.OPEN.value:
-            return f"offer {status} before it was sent"
-    elif note.kind == "offer_rescinded":
-        offer_sms = uow.session.scalar(select(n.status).where(
-            n.event_id == f"offer:{note.params.get('offer_id')}", n.kind == "offer",
-            n.recipient == note.recipient))
-        if offer_sms not in _OFFER_MAY_HAVE_ARRIVED:
-            return "the offer itself was never sent"
-    return None
+    offers = {note.event_id.removeprefix("offer:"): note for note in notes
+              if note.kind == "offer" and note.event_id.startswith("offer:")}
+    rescinds = {f"offer:{note.params.get('offer_id')}": note for note in notes
+                if note.kind == "offer_rescinded"}
+    closed: dict[str, str] = {}
+    if offers:
+        for offer_id, status in uow.session.execute(
+                select(o.id, o.status).where(o.id.in_(list(offers)))):
+            if status != OfferStatus.OPEN.value:
+                closed[offers[offer_id].id] = f"offer {status} before it was sent"
+    if rescinds:
+        arrived = {(event_id, recipient) for event_id, recipient, status in uow.session.execute(
+            select(n.event_id, n.recipient, n.status).where(
+                n.event_id.in_(list(rescinds)), n.kind == "offer"))
+            if status in _OFFER_MAY_HAVE_ARRIVED}
+        for event_id, note in rescinds.items():
+            if (event_id, note.recipient) not in arrived:
+                closed[note.id] = "the offer itself was never sent"
+    return closed
 
 
 def _mark_sent(note: Notification, sid: str, provider_status: str, now: datetime) -> None:
@@ -233,8 +306,8 @@ def sweep_notifications(cmd: c.SweepNotifications, uow: UnitOfWork, clock: Clock
     with uow:
         due = list(uow.session.scalars(select(n.id).where(
             n.status == NotificationStatus.PENDING.value,
-            # A retry that is due, or a first send whose Kafka message never came (lost with
-            # an emptied broker): the row is the record, the message only a nudge.
+            # A retry that is due, or a first send nobody made (the worker that queued it
+            # died before sending it; its message was lost with an emptied broker).
             ((n.next_attempt_at.is_not(None) & (n.next_attempt_at <= now))
              | (n.next_attempt_at.is_(None)
                 & (n.created_at <= now - timedelta(seconds=NEVER_NUDGED_S))))
@@ -248,10 +321,10 @@ def sweep_notifications(cmd: c.SweepNotifications, uow: UnitOfWork, clock: Clock
         if resolve_uncertain(notification_id, uow, clock, sms, dispatcher_phone) == "resend":
             due.append(notification_id)
         counts["looked_up"] += 1
-    for notification_id in due:
-        deliver_notification(c.DeliverNotification(notification_id=notification_id), uow,
-                             clock, sms, templates, dispatcher_phone)
-        counts["retried"] += 1
+    if due:
+        deliver_notifications(c.DeliverNotifications(notification_ids=tuple(due)), uow,
+                              clock, sms, templates, dispatcher_phone)
+        counts["retried"] = len(set(due))
     return counts
 
 
