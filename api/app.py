@@ -24,7 +24,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     engine = make_engine(settings.database_url, settings=settings)
     policies = load_policies(settings.policy_dir)
     bus: MessageBus = bootstrap(engine, policies, dispatcher_phone=settings.dispatcher_phone)
-    sessions = session_factory(engine)
+    readers = session_factory(engine, read_only=True)
 
     app = FastAPI(title="돌봄콜 dolbom", version="0.1.0",
                   description="Dispatch for Gwangju's emergency childcare services.")
@@ -32,7 +32,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.bus = bus
     app.state.policies = policies
     app.state.engine = engine
-    app.state.uow_factory = lambda: UnitOfWork(sessions)
+    # Routes write through the bus; what they read afterwards (and auth) reads only.
+    app.state.uow_factory = lambda: UnitOfWork(readers)
     app.state.metrics = metrics.registry_for(engine, settings.kafka_bootstrap)
     app.state.session_secret = session.session_secret()
     app.add_middleware(BodySizeLimit)
