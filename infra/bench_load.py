@@ -55,6 +55,7 @@ SLOTS_PER_DAY = 6
 class Job:
     scheduled: float
     code: str | None = None
+    answered_at: float | None = None
     offer_at: float | None = None
     offer_to: str | None = None
     yes_at: float | None = None
@@ -114,7 +115,7 @@ class ListeningStub(TwilioStub):
     """The Twilio stub, telling the tracker of every accepted message as it arrives."""
 
     def __init__(self) -> None:
-        super().__init__()
+        super().__init__(keep_alive=True)
         self.tracker: Tracker | None = None
 
     def _accept(self, form: dict[str, str], now_mono: float, now_wall: float) -> dict[str, Any]:
@@ -180,6 +181,47 @@ def message_counts(database_url: str, requests: int) -> dict[str, Any]:
             "sms_per_request": (sms or 0) / per}
 
 
+def stage_latencies(database_url: str) -> dict[str, dict[str, float]]:
+    """Where POST -> offer spends its time, from the timestamps the system itself stored:
+
+      relay:    request stored (API)      -> its request.received on Kafka
+      matching: request.received on Kafka -> offers stored (the hop and the worker's queue)
+      sending:  offers stored             -> the first offer handed to the gateway
+    """
+    from sqlalchemy import func, select
+
+    from dispatch import orm
+    from dispatch.db import make_engine
+
+    o, n = orm.outbox.c, orm.notifications.c
+    engine = make_engine(database_url)
+    try:
+        with engine.connect() as conn:
+            published = dict(conn.execute(select(o.key, o.published_at).where(
+                o.type == "request.received", o.published_at.is_not(None))).all())
+            stored = dict(conn.execute(select(o.key, o.created_at).where(
+                o.type == "request.received")).all())
+            offers = {rid: (made, sent) for rid, made, sent in conn.execute(
+                select(n.request_id, func.min(n.created_at), func.min(n.sent_at))
+                .where(n.kind == "offer").group_by(n.request_id)).all()}
+    finally:
+        engine.dispose()
+
+    def ms(a: Any, b: Any) -> float | None:
+        return (b - a).total_seconds() * 1000 if a is not None and b is not None else None
+
+    stages: dict[str, list[float]] = {"relay": [], "matching": [], "sending": []}
+    for rid, at in stored.items():
+        made, sent = offers.get(rid, (None, None))
+        for name, value in (("relay", ms(at, published.get(rid))),
+                            ("matching", ms(published.get(rid), made)),
+                            ("sending", ms(made, sent))):
+            if value is not None:
+                stages[name].append(value)
+    return {name: {"n": len(v), "p50": percentile(v, 50), "p99": percentile(v, 99)}
+            for name, v in stages.items() if v}
+
+
 @contextmanager
 def database_url(db: str, tmp: Path) -> Iterator[str]:
     if db == "sqlite":
@@ -195,7 +237,7 @@ def database_url(db: str, tmp: Path) -> Iterator[str]:
 
 def run_rate(rate: float, duration_s: float, db: str, *, carers: int, families: int = 20,
              fetch_wait_ms: int = 10, threads: int = 64, drain_s: float = 60.0,
-             floor_messages: int = 300) -> dict[str, Any]:
+             floor_messages: int = 300, workers: int = 1) -> dict[str, Any]:
     """One paced run on a fresh system; returns its figures."""
     from infra.harness import running_system
 
@@ -203,7 +245,7 @@ def run_rate(rate: float, duration_s: float, db: str, *, carers: int, families: 
     with tempfile.TemporaryDirectory(prefix="dolbom-bench-load-") as tmp, \
             database_url(db, Path(tmp)) as url, \
             running_system(Path(tmp), database_url=url, stub=stub,
-                           kafka_fetch_wait_ms=fetch_wait_ms,
+                           kafka_fetch_wait_ms=fetch_wait_ms, workers=workers,
                            # The bench measures the system, not the throttles in front of it.
                            sms_rate_per_s=100_000.0, intake_rate_per_min=10_000_000.0,
                            log_level="WARNING") as system:
@@ -254,6 +296,7 @@ def run_rate(rate: float, duration_s: float, db: str, *, carers: int, families: 
                     "child_id": family["children"][0]["id"], "start": start.isoformat(),
                     "end": start.replace(hour=hour + 1).isoformat(),
                     "location": {"hospital": "전남대병원", "ward": "소아병동 5층"}})
+                job.answered_at = time.monotonic()
                 if r.status_code != 202:
                     job.error = f"POST answered {r.status_code}"
                     return
@@ -284,13 +327,17 @@ def run_rate(rate: float, duration_s: float, db: str, *, carers: int, families: 
         floor = measure_floor(system.system.bootstrap, floor_messages, fetch_wait_ms)
         peaks = process_peaks(system)
         counts = message_counts(url, total + 1)
+        stages = stage_latencies(url)
 
     offer_ms = [(j.offer_at - j.scheduled) * 1000 for j in jobs if j.offer_at is not None]
     told_ms = [(j.told_at - j.yes_at) * 1000 for j in jobs
                if j.told_at is not None and j.yes_at is not None]
     two_hops = 2 * floor.p50
     paths = {}
-    for name, samples in (("POST -> offer SMS", offer_ms), ("YES -> parent SMS", told_ms)):
+    answered_ms = [(j.answered_at - j.scheduled) * 1000 for j in jobs
+                   if j.answered_at is not None]
+    for name, samples in (("POST -> offer SMS", offer_ms), ("YES -> parent SMS", told_ms),
+                          ("POST answered", answered_ms)):
         if samples:
             p = {q: percentile(samples, q) for q in (50, 95, 99)}
             paths[name] = {"n": len(samples), "p50": p[50], "p95": p[95], "p99": p[99],
@@ -307,7 +354,7 @@ def run_rate(rate: float, duration_s: float, db: str, *, carers: int, families: 
             "client_lag_ms_p99": percentile(lag, 99),
             "broker_one_hop_ms": {"p50": floor.p50, "p95": floor.p95, "p99": floor.p99,
                                   "lost": floor.lost},
-            "paths": paths, "messages": counts, "peak_rss_kib": peaks}
+            "paths": paths, "stages_ms": stages, "messages": counts, "peak_rss_kib": peaks}
 
 
 def held(run: dict[str, Any], p99_limit_ms: float) -> bool:
@@ -326,7 +373,8 @@ def write(result: dict[str, Any], out_dir: Path, name: str) -> str:
 
 def table(result: dict[str, Any]) -> str:
     lines = [f"paced load, {result['database']}, {result['carers']} carers on duty answering "
-             f"YES, fetch wait {result['fetch_wait_ms']} ms (ms; xfloor = p50 / two broker hops)",
+             f"YES, {result.get('workers', 1)} worker(s), fetch wait {result['fetch_wait_ms']} ms "
+             "(ms; xfloor = p50 / two broker hops)",
              "", f"{'rate/s':>7} {'path':18} {'sent':>6} {'done':>6} {'p50':>8} {'p95':>8} "
              f"{'p99':>8} {'max':>8} {'xfloor':>7} {'1 hop':>6}"]
     for run in result["runs"]:
@@ -350,6 +398,9 @@ def table(result: dict[str, Any]) -> str:
                      f"{m['outbox_rows_per_request']:.1f} outbox rows, "
                      f"{m['kafka_messages_per_request']:.1f} through Kafka, "
                      f"{m['sms_per_request']:.1f} SMS  [{kinds}]")
+        stages = ", ".join(f"{k} {v['p50']:.1f}/{v['p99']:.1f}"
+                           for k, v in run.get("stages_ms", {}).items())
+        lines.append(f"{run['rate_per_s']:g}/s POST -> offer by stage (p50/p99 ms): {stages}")
         rss = ", ".join(f"{k} {v / 1024:.0f}" for k, v in run["peak_rss_kib"].items()
                         if v is not None)
         lines.append(f"{run['rate_per_s']:g}/s peak RSS (MiB): {rss}")
@@ -367,6 +418,8 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--carers", type=int, default=60, help="carers on duty")
     parser.add_argument("--fetch-wait-ms", type=int, default=10)
     parser.add_argument("--threads", type=int, default=64)
+    parser.add_argument("--workers", type=int, default=1,
+                        help="worker processes (one consumer group)")
     parser.add_argument("--out", type=Path, default=Path("var/bench"))
 
 
@@ -389,10 +442,12 @@ def main_load(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     result: dict[str, Any] = {
         "at": datetime.now(UTC).isoformat(), "machine": platform.platform(), "database": args.db,
-        "carers": args.carers, "fetch_wait_ms": args.fetch_wait_ms, "runs": []}
+        "carers": args.carers, "fetch_wait_ms": args.fetch_wait_ms,
+        "workers": args.workers, "runs": []}
     for rate in args.rate:
         result["runs"].append(run_rate(rate, args.duration, args.db, carers=args.carers,
-                                       fetch_wait_ms=args.fetch_wait_ms, threads=args.threads))
+                                       fetch_wait_ms=args.fetch_wait_ms, threads=args.threads,
+                                       workers=args.workers))
     result["file"] = write(result, args.out, "load")
     print(table(result))
     return 0
@@ -409,11 +464,12 @@ def main_sustained(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     result: dict[str, Any] = {
         "at": datetime.now(UTC).isoformat(), "machine": platform.platform(), "database": args.db,
-        "carers": args.carers, "fetch_wait_ms": args.fetch_wait_ms, "runs": [],
-        "p99_limit_ms": args.p99_limit_ms, "highest_held_rate_per_s": None}
+        "carers": args.carers, "fetch_wait_ms": args.fetch_wait_ms, "workers": args.workers,
+        "runs": [], "p99_limit_ms": args.p99_limit_ms, "highest_held_rate_per_s": None}
     for rate in sorted(args.rates):
         run = run_rate(rate, args.duration, args.db, carers=args.carers,
-                       fetch_wait_ms=args.fetch_wait_ms, threads=args.threads)
+                       fetch_wait_ms=args.fetch_wait_ms, threads=args.threads,
+                       workers=args.workers)
         result["runs"].append(run)
         if not held(run, args.p99_limit_ms):
             break
