@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 from urllib.parse import urlsplit
@@ -16,6 +17,10 @@ from notifiers import grammar
 from schemas.phone import InvalidPhone, mask, normalise
 
 log = logging.getLogger("dolbom.webhooks")
+# How long a status callback waits for its message's SID to be stored, and how often it looks.
+UNKNOWN_SID_WAIT_S = 3.0
+UNKNOWN_SID_POLL_S = 0.1
+
 router = APIRouter(prefix="/webhooks/twilio")
 
 EMPTY_TWIML = '<?xml version="1.0" encoding="UTF-8"?><Response></Response>'
@@ -102,8 +107,18 @@ async def status_callback(request: Request) -> Response:
     if not sid or not status:
         raise HTTPException(422, "MessageSid and MessageStatus are required")
     code = params.get("ErrorCode", "")
-    await run_in_threadpool(request.app.state.bus.handle, c.RecordDeliveryStatus(
+    command = c.RecordDeliveryStatus(
         sid=sid, status=status,
         # isdigit() alone is true for "²", which int() refuses: ASCII digits only.
-        error_code=int(code) if code.isascii() and code.isdigit() else None))
+        error_code=int(code) if code.isascii() and code.isdigit() else None)
+    outcome = await run_in_threadpool(request.app.state.bus.handle, command)
+    # Twilio can call back before the worker has stored the SID it was given (SMS are
+    # recorded sent a batch at a time), and does not call again: wait for the SID a little.
+    waited = 0.0
+    while outcome == "unknown_sid" and waited < UNKNOWN_SID_WAIT_S:
+        await asyncio.sleep(UNKNOWN_SID_POLL_S)
+        waited += UNKNOWN_SID_POLL_S
+        outcome = await run_in_threadpool(request.app.state.bus.handle, command)
+    if outcome == "unknown_sid":
+        log.warning("status %s for unknown message %s dropped", status, sid)
     return Response(status_code=204)

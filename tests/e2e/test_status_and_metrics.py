@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -77,6 +79,27 @@ def test_status_callbacks_move_forward_whatever_their_order(app: FastAPI,
     assert _callback(client, "SMstatus1", "delivered") == 204
     assert _callback(client, "SMstatus1", "sent") == 204      # late, older news
     assert _callback(client, "SMstatus1", "delivered") == 204  # duplicate
+    assert _status(app, note_id) == ("delivered", "delivered")
+
+
+def test_a_status_callback_that_beats_its_sid_waits_for_it(app: FastAPI,
+                                                           client: TestClient) -> None:
+    """Twilio may call back before the worker has recorded the SID it was given."""
+    note_id = _sent_notification(app, "SMstatus9")
+    with app.state.engine.begin() as conn:  # handed to Twilio, SID not stored yet
+        conn.execute(orm.notifications.update().values(status="sending", sid=None,
+                                                       provider_status=None))
+
+    def record_the_sid() -> None:
+        time.sleep(0.5)
+        with app.state.engine.begin() as conn:
+            conn.execute(orm.notifications.update().values(status="sent", sid="SMstatus9",
+                                                           provider_status="queued"))
+
+    late = threading.Thread(target=record_the_sid)
+    late.start()
+    assert _callback(client, "SMstatus9", "delivered") == 204
+    late.join()
     assert _status(app, note_id) == ("delivered", "delivered")
 
 
