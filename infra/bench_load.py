@@ -136,18 +136,47 @@ def peak_rss_kib(pid: int) -> int | None:
     return None
 
 
-def process_peaks(system: Any) -> dict[str, int | None]:
-    peaks: dict[str, int | None] = {}
-    local = system.system
-    if local.broker is not None and local.broker.pid is not None:
-        peaks["broker"] = peak_rss_kib(local.broker.pid)
-    for name, child in local.children.items():
-        if child.process is not None:
-            peaks[name] = peak_rss_kib(child.process.pid)
+def process_pids(system: Any) -> dict[str, int]:
+    """Every process of the running system, and this one (the stub and the clients)."""
     import os
 
-    peaks["bench (stub, clients)"] = peak_rss_kib(os.getpid())
-    return peaks
+    pids: dict[str, int] = {}
+    local = system.system
+    if local.broker is not None and local.broker.pid is not None:
+        pids["broker"] = local.broker.pid
+    for name, child in local.children.items():
+        if child.process is not None:
+            pids[name] = child.process.pid
+    pids["bench (stub, clients)"] = os.getpid()
+    return pids
+
+
+def process_peaks(system: Any) -> dict[str, int | None]:
+    return {name: peak_rss_kib(pid) for name, pid in process_pids(system).items()}
+
+
+def cpu_seconds(pids: dict[str, int]) -> dict[str, float]:
+    """User + system CPU each process has used so far (its threads included)."""
+    import psutil
+
+    used: dict[str, float] = {}
+    for name, pid in pids.items():
+        try:
+            times = psutil.Process(pid).cpu_times()
+        except psutil.Error:
+            continue
+        used[name] = times.user + times.system
+    return used
+
+
+def cpu_per_request(before: dict[str, float], after: dict[str, float],
+                    requests: int) -> dict[str, float]:
+    """CPU ms each process spent per request over the paced run and its drain: the budget
+    a rate has to fit into (two cores give 2,000 ms of CPU a second)."""
+    per = {name: (after[name] - before[name]) * 1000 / max(1, requests)
+           for name in before if name in after}
+    per["all but the bench"] = sum(v for k, v in per.items() if not k.startswith("bench"))
+    return per
 
 
 def message_counts(database_url: str, requests: int) -> dict[str, Any]:
@@ -305,6 +334,8 @@ def run_rate(rate: float, duration_s: float, db: str, *, carers: int, families: 
                 job.error = f"POST: {type(exc).__name__}"
 
         total = int(rate * duration_s)
+        pids = process_pids(system)
+        cpu_before = cpu_seconds(pids)
         started = time.monotonic()
         lag: list[float] = []
         for i in range(total):
@@ -321,6 +352,7 @@ def run_rate(rate: float, duration_s: float, db: str, *, carers: int, families: 
                 j.told_at is None and j.error is None for j in jobs):
             time.sleep(0.1)
         elapsed = time.monotonic() - started
+        cpu = cpu_per_request(cpu_before, cpu_seconds(pids), total)
         stub.tracker = None  # late offers are not answered any more
         pool.shutdown(wait=False, cancel_futures=True)
         http.close()
@@ -354,7 +386,7 @@ def run_rate(rate: float, duration_s: float, db: str, *, carers: int, families: 
             "client_lag_ms_p99": percentile(lag, 99),
             "broker_one_hop_ms": {"p50": floor.p50, "p95": floor.p95, "p99": floor.p99,
                                   "lost": floor.lost},
-            "paths": paths, "stages_ms": stages, "messages": counts, "peak_rss_kib": peaks}
+            "paths": paths, "stages_ms": stages, "cpu_ms_per_request": cpu, "messages": counts, "peak_rss_kib": peaks}
 
 
 def held(run: dict[str, Any], p99_limit_ms: float) -> bool:
@@ -401,6 +433,8 @@ def table(result: dict[str, Any]) -> str:
         stages = ", ".join(f"{k} {v['p50']:.1f}/{v['p99']:.1f}"
                            for k, v in run.get("stages_ms", {}).items())
         lines.append(f"{run['rate_per_s']:g}/s POST -> offer by stage (p50/p99 ms): {stages}")
+        cpu = ", ".join(f"{k} {v:.1f}" for k, v in run.get("cpu_ms_per_request", {}).items())
+        lines.append(f"{run['rate_per_s']:g}/s CPU ms per request: {cpu}")
         rss = ", ".join(f"{k} {v / 1024:.0f}" for k, v in run["peak_rss_kib"].items()
                         if v is not None)
         lines.append(f"{run['rate_per_s']:g}/s peak RSS (MiB): {rss}")
