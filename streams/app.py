@@ -59,8 +59,15 @@ def send_now(bus: MessageBus, notification_ids: list[str]) -> None:
             _, notification_ids = handle_collecting_sms(
                 bus, c.DeliverNotifications(notification_ids=tuple(notification_ids)))
         except Exception as exc:
-            log.warning("sending %d SMS now failed (%s); the notification sweep will",
-                        len(notification_ids), type(exc).__name__)
+            if len(notification_ids) > 1:
+                # One bad row must not hold up the others: try them one at a time.
+                log.warning("sending a batch of %d SMS failed (%s); one at a time now",
+                            len(notification_ids), type(exc).__name__)
+                for notification_id in notification_ids:
+                    send_now(bus, [notification_id])
+            else:
+                log.warning("sending SMS %s now failed (%s); the notification sweep will",
+                            notification_ids[0], type(exc).__name__)
             return
 
 

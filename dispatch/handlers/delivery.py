@@ -179,7 +179,13 @@ def _claim(note: Notification, now: datetime, closed: str | None, opted_out: boo
         note.status = NotificationStatus.SKIPPED
         note.error = "recipient opted out"
         return "skipped"
-    note.body = note.body or templates(note.kind, note.params, note.lang)
+    try:
+        note.body = note.body or templates(note.kind, note.params, note.lang)
+    except Exception as exc:  # a bug in a template must not hold up the rest of the batch
+        log.exception("sms %s (%s) could not be written", note.id, note.kind)
+        note.status = NotificationStatus.FAILED
+        note.error = f"template failed: {type(exc).__name__}"
+        return "failed"
     note.status = NotificationStatus.SENDING
     note.status_at = now
     note.attempts += 1
