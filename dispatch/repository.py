@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, cast
 
@@ -130,16 +131,19 @@ class Requests:
 
 
 class CarerProfile:
-    """What candidate ranking reads of an available carer (on duty, not opted out)."""
+    """What candidate ranking reads of an available carer (on duty, not opted out), and
+    what an offer to them needs (phone, language)."""
 
-    __slots__ = ("id", "districts", "skills", "home_lat", "home_lon", "rating")
+    __slots__ = ("id", "districts", "skills", "home_lat", "home_lon", "rating", "phone", "lang")
     on_duty = True
     opted_out = False
 
     def __init__(self, id: str, districts: list[str], skills: list[str],
-                 home_lat: float | None, home_lon: float | None, rating: float) -> None:
+                 home_lat: float | None, home_lon: float | None, rating: float, phone: str,
+                 lang: str) -> None:
         self.id, self.districts, self.skills = id, districts, skills
         self.home_lat, self.home_lon, self.rating = home_lat, home_lon, rating
+        self.phone, self.lang = phone, lang
 
     def has_skills(self, required: Iterable[str]) -> bool:
         return set(required) <= set(self.skills)
@@ -170,12 +174,13 @@ class Carers:
         """On duty and reachable, living inside `box` (dispatch/domain/matching.py): the
         matcher's spatial prefilter, so it never loads every carer in the city.
 
-        Read-only profiles, not mapped carers: only what ranking reads, several times
-        cheaper to load than the aggregate; load the chosen ones with `available_among`.
+        Read-only profiles, not mapped carers: only what ranking and an offer read, several
+        times cheaper to load than the aggregate.
         """
         c = orm.carers.c
         rows = self.session.execute(select(
-            c.id, c.districts, c.skills, c.home_lat, c.home_lon, c.rating).where(
+            c.id, c.districts, c.skills, c.home_lat, c.home_lon, c.rating, c.phone,
+            c.lang).where(
             c.on_duty.is_(True), c.opted_out.is_(False),
             c.home_lat.between(box.south, box.north),
             c.home_lon.between(box.west, box.east)))
@@ -195,11 +200,34 @@ class Carers:
         return set(self.session.scalars(select(a.carer_id).where(
             a.active.is_(True), a.start < end, a.end > start)))
 
-    def jobs_since(self, since: datetime) -> dict[str, int]:
-        a = orm.assignments.c
-        rows = self.session.execute(select(a.carer_id, func.count()).where(
-            a.created_at >= since).group_by(a.carer_id))
-        return {carer_id: count for carer_id, count in rows}
+
+    def commitments(self, *, busy_from: datetime, busy_until: datetime, jobs_since: datetime,
+                    ended_from: datetime, ended_until: datetime) -> Commitments:
+        """What matching needs to know of the carers' assignments, in one query (each one
+        costs a round trip): who is busy in [busy_from, busy_until], how many jobs each
+        took since `jobs_since`, and where each one's last job ending in
+        [ended_from, ended_until] was, if it had coordinates (where they set off from)."""
+        a, r = orm.assignments.c, orm.requests.c
+        busy = and_(a.active.is_(True), a.start < busy_until, a.end > busy_from)
+        recent = a.created_at >= jobs_since
+        ended = and_(a.active.is_(True), a.end >= ended_from, a.end <= ended_until)
+        rows = self.session.execute(
+            select(a.carer_id, busy.label("busy"), recent.label("recent"),
+                   ended.label("ended"), r.location)
+            # Only an ended job's place is read (and decrypted).
+            .outerjoin(orm.requests, and_(r.id == a.request_id, ended))
+            .where(or_(busy, recent, ended)).order_by(a.end, a.id))
+        found = Commitments(busy=set(), jobs={}, previous={})
+        last: dict[str, Any] = {}
+        for carer_id, is_busy, is_recent, has_ended, location in rows:
+            if is_busy:
+                found.busy.add(carer_id)
+            if is_recent:
+                found.jobs[carer_id] = found.jobs.get(carer_id, 0) + 1
+            if has_ended:
+                last[carer_id] = location  # ordered by end: the latest job wins
+        found.previous.update(_places(last))
+        return found
 
     def current_jobs(self) -> dict[str, str]:
         r = orm.requests.c
@@ -216,25 +244,6 @@ class Carers:
                      o.expires_at > now, r.status.in_([s.value for s in ACCEPTING_STATUSES]))))
         return [(offer, code) for offer, code in rows]
 
-    def previous_locations(self, since: datetime, until: datetime
-                           ) -> dict[str, tuple[float, float]]:
-        """(lat, lon) of the place of each carer's last job ending in [since, until], for
-        carers whose last such job has coordinates: where they will set off from next."""
-        a, r = orm.assignments.c, orm.requests.c
-        rows = self.session.execute(
-            select(a.carer_id, r.location).join(orm.requests, r.id == a.request_id)
-            .where(a.active.is_(True), a.end >= since, a.end <= until)
-            .order_by(a.end, a.id))
-        last: dict[str, Any] = {}
-        for carer_id, location in rows:
-            last[carer_id] = location  # ordered by end: the latest job wins
-        found: dict[str, tuple[float, float]] = {}
-        for carer_id, location in last.items():
-            lat, lon = (location or {}).get("lat"), (location or {}).get("lon")
-            if isinstance(lat, int | float) and isinstance(lon, int | float) \
-                    and not isinstance(lat, bool) and not isinstance(lon, bool):
-                found[carer_id] = (float(lat), float(lon))
-        return found
 
     def overlapping(self, carer_id: str, start: datetime, end: datetime) -> list[Assignment]:
         a = orm.assignments.c
@@ -255,6 +264,24 @@ class Families:
     def by_phone(self, phone: str) -> Family | None:
         return self.session.scalars(
             select(Family).where(orm.families.c.guardian_phone == phone)).first()
+
+
+@dataclass
+class Commitments:
+    busy: set[str]
+    jobs: dict[str, int]
+    previous: dict[str, tuple[float, float]]
+
+
+def _places(locations: Mapping[str, Any]) -> dict[str, tuple[float, float]]:
+    """(lat, lon) of each location that has coordinates."""
+    found: dict[str, tuple[float, float]] = {}
+    for carer_id, location in locations.items():
+        lat, lon = (location or {}).get("lat"), (location or {}).get("lon")
+        if isinstance(lat, int | float) and isinstance(lon, int | float) \
+                and not isinstance(lat, bool) and not isinstance(lon, bool):
+            found[carer_id] = (float(lat), float(lon))
+    return found
 
 
 class Notifications:

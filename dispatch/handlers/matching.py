@@ -60,15 +60,17 @@ def find_candidates(uow: UnitOfWork, request: Request, policy: ServicePolicy, no
     order the engine would offer in. With `enough`, only the head of that ranking is
     wanted (at least `enough` carers, when there are that many): for a job with
     coordinates it is found through a box around the job that widens as needed
-    (`select_nearest`), not by loading and ranking every carer on duty.
+    (`select_nearest`), not by loading and ranking every carer on duty; the carers are then
+    light profiles (id, phone, language and what ranking reads), not loaded aggregates.
     """
     buffer = timedelta(minutes=policy.travel_buffer_minutes)
     day_start = datetime.combine(request.start.astimezone(policy.tz).date(), time(0),
                                  policy.tz)
     district = request.location.get("district")
-    busy = uow.carers.busy_between(request.start - buffer, request.end + buffer)
-    jobs_today = uow.carers.jobs_since(now - timedelta(hours=24))
-    previous = uow.carers.previous_locations(day_start, request.start)
+    known = uow.carers.commitments(
+        busy_from=request.start - buffer, busy_until=request.end + buffer,
+        jobs_since=now - timedelta(hours=24), ended_from=day_start, ended_until=request.start)
+    busy, jobs_today, previous = known.busy, known.jobs, known.previous
     lat, lon = _coordinates(request.location)
     if enough is not None and lat is not None and lon is not None:
         # Start one step below the radius that sufficed last time for this service: each
@@ -85,13 +87,9 @@ def find_candidates(uow: UnitOfWork, request: Request, policy: ServicePolicy, no
             _radius_hint[policy.id] = next(
                 (i for i, r in enumerate(SEARCH_RADII_KM) if r >= farthest),
                 len(SEARCH_RADII_KM) - 1)
-            # The search ranked light profiles; hand back the carers themselves.
-            loaded = {cr.id: cr for cr in uow.carers.available_among(
-                [cand.carer.id for cand in nearest])}
-            if all(cand.carer.id in loaded for cand in nearest):
-                return [Candidate(loaded[cand.carer.id], cand.distance_km, cand.jobs_today)
-                        for cand in nearest]
-            # Someone went off duty in between: rank again from scratch below.
+            # Light profiles (repository.CarerProfile), read in this transaction: what an
+            # offer needs, without loading each carer again.
+            return nearest
     return select_candidates(
         policy, uow.carers.available(), district=district, busy=busy, exclude=set(exclude),
         jobs_today=jobs_today, lat=request.location.get("lat"),
