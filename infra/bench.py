@@ -15,7 +15,8 @@ Results are printed as a table and written as JSON under var/bench/. The per-sen
 rate limit is raised to 100/s (--sms-rate) so the run measures the system, not the throttle.
 
 Under load, and at scale: `dolbom bench load`, `dolbom bench sustained`
-(infra/bench_load.py) and `dolbom bench matching` (infra/bench_matching.py).
+(infra/bench_load.py), `dolbom bench matching` (infra/bench_matching.py) and
+`dolbom bench handlers` (infra/bench_handlers.py).
 """
 
 from __future__ import annotations
@@ -119,6 +120,7 @@ SUBCOMMANDS = {
     "load": "paced arrivals at given rates: latency, messages per request, peak RSS",
     "sustained": "step the paced rate up until p99 POST -> offer passes 1 s",
     "matching": "candidate search with 30,000 carers and 1,000 open requests, in-process",
+    "handlers": "each step of one request's database work, in-process, one at a time",
 }
 
 
@@ -136,6 +138,10 @@ def main(argv: list[str] | None = None) -> int:
         from infra.bench_matching import main as matching_main
 
         return matching_main(argv[1:])
+    if argv[:1] == ["handlers"]:
+        from infra.bench_handlers import main as handlers_main
+
+        return handlers_main(argv[1:])
     if argv[:1] == ["latency"]:
         argv = argv[1:]
     parser = argparse.ArgumentParser(

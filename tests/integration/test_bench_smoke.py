@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from infra import bench_load, bench_matching
+from infra import bench_handlers, bench_load, bench_matching
 from infra.bench import main as bench_main
 
 pytestmark = pytest.mark.e2e
@@ -43,6 +43,12 @@ def test_a_tiny_paced_load_run_completes_and_writes_its_file(
     assert run["messages"]["kafka_messages_per_request"] < run["messages"]["outbox_rows_per_request"]
     assert set(run["peak_rss_kib"]) >= {"broker", "worker", "relay", "api"}
     assert all(v > 0 for v in run["peak_rss_kib"].values())
+    # Where the time went, and what CPU it cost, from the system's own timestamps.
+    assert set(run["stages_ms"]) == {"relay", "matching", "sending"}
+    # (the untimed warm-up request is in the database too)
+    assert all(s["n"] == 7 and s["p50"] >= 0 for s in run["stages_ms"].values())
+    assert run["cpu_ms_per_request"]["worker"] > 0
+    assert run["cpu_ms_per_request"]["all but the bench"] >= run["cpu_ms_per_request"]["worker"]
     printed = capsys.readouterr().out
     assert "POST -> offer SMS" in printed and "peak RSS" in printed
 
@@ -57,6 +63,17 @@ def test_a_small_matching_run_writes_both_searches(tmp_path: Path) -> None:
     # A wave is three carers; the brute force ranks everyone qualified.
     assert entry["indexed_candidates_mean"] <= 3 <= entry["brute_force_candidates_mean"]
     assert "box around the job" in bench_matching.table(result)
+
+
+def test_the_handler_bench_times_every_step_of_a_request(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert bench_main(["handlers", "--requests", "12", "--out", str(tmp_path)]) == 0
+    entry = _only_file(tmp_path, "handlers-*.json")["databases"]["sqlite"]
+    assert set(entry["steps_ms"]) == set(bench_handlers.STEPS)
+    assert all(s["mean"] > 0 for s in entry["steps_ms"].values())
+    assert entry["sum_of_means_ms"] == pytest.approx(
+        sum(s["mean"] for s in entry["steps_ms"].values()))
+    assert "requests/s if run one after another" in capsys.readouterr().out
 
 
 def test_sustained_stops_at_the_first_rate_that_does_not_hold() -> None:
