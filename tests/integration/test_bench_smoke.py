@@ -77,13 +77,15 @@ def test_the_handler_bench_times_every_step_of_a_request(
 
 
 def test_sustained_stops_at_the_first_rate_that_does_not_hold() -> None:
+    fast = {"n": 10, "p99": 900.0}
     ok = {"errors": {}, "submitted": 10, "completed": 10,
-          "paths": {"POST -> offer SMS": {"n": 10, "p99": 900.0}}}
+          "paths": {"POST -> offer SMS": fast, "YES -> parent SMS": fast}}
     assert bench_load.held(ok, 1000.0)
     assert not bench_load.held({**ok, "completed": 9}, 1000.0)
     assert not bench_load.held({**ok, "errors": {"POST answered 503": 1}}, 1000.0)
-    slow = {**ok, "paths": {"POST -> offer SMS": {"n": 10, "p99": 1200.0}}}
-    assert not bench_load.held(slow, 1000.0)
+    for path in ("POST -> offer SMS", "YES -> parent SMS"):
+        slow = {**ok, "paths": {**ok["paths"], path: {"n": 10, "p99": 1200.0}}}
+        assert not bench_load.held(slow, 1000.0)
 
 
 def test_bad_rates_are_refused_with_a_clear_message(capsys: pytest.CaptureFixture[str]) -> None:
