@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from infra.bench import percentile
+from infra.bench_load import database_url
 
 STEPS = ("API: store the request", "worker: start matching", "sender: offers",
          "API: store the YES", "worker: handle the YES", "sender: after the YES")
@@ -121,17 +122,14 @@ def main(argv: list[str] | None = None) -> int:
     result: dict[str, Any] = {"at": datetime.now(UTC).isoformat(),
                               "machine": platform.platform(), "requests": args.requests,
                               "databases": {}}
-    for kind in [k.strip() for k in args.db.split(",") if k.strip()]:
-        with tempfile.TemporaryDirectory(prefix="dolbom-bench-handlers-") as tmp:
-            if kind == "sqlite":
-                result["databases"][kind] = run(f"sqlite:///{tmp}/dolbom.db", args.requests)
-            elif kind == "postgres":
-                from infra.harness import fresh_postgres
-
-                with fresh_postgres(prefix="dolbom_bench_") as url:
-                    result["databases"][kind] = run(url, args.requests)
-            else:
-                parser.error(f"unknown database {kind!r} (sqlite or postgres)")
+    kinds = [k.strip() for k in args.db.split(",") if k.strip()]
+    for kind in kinds:
+        if kind not in ("sqlite", "postgres"):
+            parser.error(f"unknown database {kind!r} (sqlite or postgres)")
+    for kind in kinds:
+        with tempfile.TemporaryDirectory(prefix="dolbom-bench-handlers-") as tmp, \
+                database_url(kind, Path(tmp)) as url:
+            result["databases"][kind] = run(url, args.requests)
     args.out.mkdir(parents=True, exist_ok=True)
     path = args.out / f"handlers-{datetime.now(UTC):%Y%m%dT%H%M%SZ}.json"
     path.write_text(json.dumps(result, indent=2, ensure_ascii=False))
