@@ -12,7 +12,8 @@ from sqlalchemy import Engine
 from dispatch.domain.policy import ServicePolicy
 from dispatch.handlers import HANDLERS
 from dispatch.messagebus import MessageBus
-from dispatch.ports import Clock, SmsGrammar, SmsSender, SmsTemplates
+from dispatch.ports import Clock, SenderClaims, SmsGrammar, SmsSender, SmsTemplates
+from dispatch.senders import LocalClaims
 from dispatch.sms_intake import IntakeParser
 from dispatch.unit_of_work import UnitOfWork, session_factory
 
@@ -47,9 +48,11 @@ def bootstrap(engine: Engine, policies: Mapping[str, ServicePolicy], *,
               sms: SmsSender | None = None, templates: SmsTemplates | None = None,
               grammar: SmsGrammar | None = None, intake: IntakeParser | None = None,
               clock: Clock = utcnow, dispatcher_phone: str | None = None,
-              sms_threads: int = 1) -> MessageBus:
+              sms_threads: int = 1, claims: SenderClaims | None = None) -> MessageBus:
     """`sms_threads` > 1: the SMS of one batch are handed to the gateway that many at a
-    time (a provider call takes 100 ms or more), in no particular order among them."""
+    time (a provider call takes 100 ms or more), in no particular order among them.
+    `claims`: a sender that beats (streams/lease.py) for a process that sends SMS in
+    service; without one, its claims are treated as abandoned after a fixed time."""
     sessions = session_factory(engine)
     send_pool = ThreadPoolExecutor(max_workers=sms_threads, thread_name_prefix="sms-send") \
         if sms_threads > 1 else None
@@ -61,5 +64,6 @@ def bootstrap(engine: Engine, policies: Mapping[str, ServicePolicy], *,
                       "grammar": grammar or _no_grammar,
                       "intake": intake or _no_intake,
                       "dispatcher_phone": dispatcher_phone,
-                      "send_pool": send_pool},
+                      "send_pool": send_pool,
+                      "claims": claims or LocalClaims()},
     )

@@ -214,6 +214,9 @@ notifications = Table(
     # The provider's own word, from the send answer and status callbacks.
     Column("provider_status", String(20)),
     Column("status_at", UTCDateTime),
+    # The sender (a worker process, `senders` below) that put the row in `sending`: while
+    # that sender lives, nobody else may treat the send as uncertain.
+    Column("claimed_by", ID),
     UniqueConstraint("event_id", "recipient", "kind", name="uq_notifications_event_recipient_kind"),
     Index("ix_notifications_due", "status", "next_attempt_at"),
 )
@@ -262,6 +265,20 @@ outbox = Table(
     Column("published_at", UTCDateTime),
     Index("ix_outbox_unpublished", "id", sqlite_where=text("published_at IS NULL"),
           postgresql_where=text("published_at IS NULL")),
+)
+
+# Every process that sends SMS (a worker), with a heartbeat: its `sending` rows are its own
+# until the heartbeat stops (dispatch/handlers/delivery.py, streams/lease.py). The host
+# and the process's start time let a worker on the same host tell at once that a sender's
+# process is gone, instead of waiting out the heartbeat.
+senders = Table(
+    "senders", metadata,
+    Column("id", ID, primary_key=True),
+    Column("host", String(200), nullable=False),
+    Column("pid", Integer, nullable=False),
+    Column("process_start", BigInteger),
+    Column("started_at", UTCDateTime, nullable=False),
+    Column("beat_at", UTCDateTime, nullable=False),
 )
 
 processed_messages = Table(

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -42,3 +42,17 @@ class SmsGrammar(Protocol):
     """Reads an SMS body as a command (notifiers.grammar.parse)."""
 
     def __call__(self, text: str) -> ParsedReply: ...
+
+
+class SenderClaims(Protocol):
+    """What this process's sender holds: `id` is written on each row it claims (None when
+    the process keeps no heartbeat), and the rows between claim and settle are `held`."""
+
+    @property
+    def id(self) -> str | None: ...
+
+    def hold(self, notification_ids: Iterable[str]) -> None: ...
+
+    def let_go(self, notification_ids: Iterable[str]) -> None: ...
+
+    def held(self) -> frozenset[str]: ...

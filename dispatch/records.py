@@ -11,7 +11,7 @@ from dispatch.domain.model import new_id
 
 class NotificationStatus(StrEnum):
     PENDING = "pending"      # row written, not yet handed to the gateway
-    SENDING = "sending"      # handed over; if we crash now the outcome is unknown: never resend blindly
+    SENDING = "sending"      # claimed by a sender (claimed_by); if it dies now the outcome is unknown
     UNKNOWN = "unknown"      # the send timed out or got a 5xx: look it up before any retry
     SENT = "sent"            # the gateway took it (Twilio "queued"/"sent")
     DELIVERED = "delivered"
@@ -46,6 +46,7 @@ class Notification:
         self.next_attempt_at: datetime | None = None
         self.provider_status: str | None = None
         self.status_at: datetime | None = None
+        self.claimed_by: str | None = None
 
 
 class InboundSms:

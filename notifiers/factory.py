@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from notifiers.console import ConsoleGateway
+from notifiers.fence import FencedGateway
 from notifiers.gateway import SmsGateway
 from notifiers.rate_limit import RateLimitedGateway
 from schemas.config import Settings
 
 
-def gateway_from_settings(settings: Settings) -> SmsGateway:
+def gateway_from_settings(settings: Settings,
+                          may_send: Callable[[], bool] | None = None) -> SmsGateway:
+    """`may_send`: asked right before each provider call (notifiers/fence.py)."""
     if not settings.twilio_enabled:
-        return ConsoleGateway()
+        console: SmsGateway = ConsoleGateway()
+        return FencedGateway(console, may_send) if may_send else console
     from notifiers.twilio_gateway import TwilioGateway
 
     assert settings.twilio_account_sid and settings.twilio_auth_token
@@ -20,4 +26,5 @@ def gateway_from_settings(settings: Settings) -> SmsGateway:
         messaging_service_sid=settings.twilio_messaging_service_sid,
         api_base_url=settings.twilio_api_base_url,
         status_callback_url=settings.public_url.rstrip("/") + "/webhooks/twilio/status")
-    return RateLimitedGateway(twilio, settings.sms_rate_per_s)
+    fenced: SmsGateway = FencedGateway(twilio, may_send) if may_send else twilio
+    return RateLimitedGateway(fenced, settings.sms_rate_per_s)

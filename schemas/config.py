@@ -47,9 +47,10 @@ class Settings(BaseSettings):
     sweep_interval_s: float = Field(default=1.0, gt=0)
     # Fault injection for the fault tests, never set in service: "before_commit:<type>" or
     # "after_commit:<type>" makes the worker SIGKILL itself once, at that point of handling
-    # the first message of that type (a marker file in the data dir stops it happening twice).
+    # the first message of that type (a marker file in the data dir stops it happening twice);
+    # "before_send:sms", at its first SMS claimed but not yet handed to the provider.
     fault_kill_at: str | None = Field(
-        default=None, pattern=r"^(before_commit|after_commit):[a-z_.]+$")
+        default=None, pattern=r"^(before_commit|after_commit|before_send):[a-z_.]+$")
 
     dispatcher_phone: str | None = None
     # Messages per second per sender (a long code takes about 1).

@@ -32,6 +32,7 @@ from notifiers.factory import gateway_from_settings
 from schemas import topics
 from schemas.config import Settings
 from schemas.envelope import Envelope
+from streams.lease import SenderLease
 from streams.routing import command_for
 from streams.transport import DolbomApp
 
@@ -137,13 +138,23 @@ def fault_point(settings: Settings) -> Callable[[str, str], None]:
 
 
 def create_app(settings: Settings, bus: MessageBus | None = None) -> faust.App:
+    kill_at = fault_point(settings)
+    lease: SenderLease | None = None
     if bus is None:
-        bus = bootstrap(make_engine(settings.database_url, settings=settings),
-                        load_policies(settings.policy_dir),
-                        sms=gateway_from_settings(settings), templates=templates.render,
-                        grammar=grammar.parse, intake=intake_grammar.parse_request,
+        engine = make_engine(settings.database_url, settings=settings)
+        lease = SenderLease(engine)
+
+        def may_send() -> bool:
+            kill_at("before_send", "sms")  # claimed and committed, not yet handed over
+            return lease is not None and lease.may_send()
+
+        bus = bootstrap(engine, load_policies(settings.policy_dir),
+                        sms=gateway_from_settings(settings, may_send),
+                        templates=templates.render, grammar=grammar.parse,
+                        intake=intake_grammar.parse_request,
                         dispatcher_phone=settings.dispatcher_phone,
-                        sms_threads=settings.sms_send_threads)
+                        sms_threads=settings.sms_send_threads, claims=lease)
+        lease.start()
     assert settings.kafka_bootstrap, "the worker needs DOLBOM_KAFKA_BOOTSTRAP"
     # The worker id is the consumer group, shared by every worker; Faust's local files are
     # per process, so several workers on one host keep them apart by instance name.
@@ -184,12 +195,13 @@ def create_app(settings: Settings, bus: MessageBus | None = None) -> faust.App:
         return app.topic(topic.name, value_type=bytes, value_serializer="raw",
                          key_serializer="raw", partitions=topic.partitions)
 
-    kill_at = fault_point(settings)
     sender = Sender(bus)
 
     @app.on_before_shutdown.connect
     async def stop_sending(sender_app: Any, /, *args: Any, signal: Any, **_: Any) -> None:
         await asyncio.to_thread(sender.close)
+        if lease is not None:
+            await asyncio.to_thread(lease.close, idle=not sender.thread.is_alive())
 
     async def apply(envelope: Envelope, command: c.Command) -> None:
         """Run the handler off the event loop; wait out a database outage, never skip it."""

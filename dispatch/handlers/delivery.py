@@ -1,8 +1,10 @@
 """Sending SMS at most once, retrying only what is safe to retry, and following delivery.
 
 Twilio has no idempotency key, so the rules are:
-- a row goes to `sending` and commits *before* the gateway is called; a crash then leaves
-  it `sending`, and the sweep treats it as an uncertain send;
+- a row goes to `sending`, naming its sender, and commits *before* the gateway is called;
+  while that sender lives (dispatch/senders.py) the row is its own, however long it waits
+  behind the rate limit; once it has died, or has let go of the row without settling it,
+  the sweep treats it as an uncertain send;
 - an uncertain send (timeout, 5xx, or a crash mid-call) is looked up at the provider
   before anything else happens: found → sent; not found → sent again;
 - 429, 5xx and 30008 are retried with backoff; 21211, 21614, 30006 are not; 21610 means
@@ -28,8 +30,9 @@ from dispatch import orm
 from dispatch.domain.model import Actor, OfferStatus, RequestStatus
 from dispatch.domain.policy import ServicePolicy
 from dispatch.handlers.matching import offer_next
-from dispatch.ports import Clock, SmsSender, SmsTemplates
+from dispatch.ports import Clock, SenderClaims, SmsSender, SmsTemplates
 from dispatch.records import Notification, NotificationStatus
+from dispatch.senders import LocalClaims, live_senders
 from dispatch.unit_of_work import UnitOfWork
 from schemas.phone import mask
 
@@ -38,7 +41,8 @@ log = logging.getLogger(__name__)
 RETRY_DELAYS_S = (5, 20, 60, 180)
 # How long an uncertain send waits before we ask the provider what became of it.
 LOOKUP_AFTER_S = 20
-# A row still `sending` after this long belongs to a sender that died mid-call.
+# A row still `sending` after this long, claimed by a process that keeps no heartbeat
+# (claimed_by is NULL), belongs to a sender that died mid-call.
 STUCK_SENDING_S = 60
 OPTED_OUT = 21610
 # A pending row this old that was never tried was never going to be: the worker that queued
@@ -76,10 +80,11 @@ def _tell_dispatcher(uow: UnitOfWork, note: Notification, now: datetime, reason:
 
 def deliver_notification(cmd: c.DeliverNotification, uow: UnitOfWork, clock: Clock,
                          sms: SmsSender, templates: SmsTemplates,
-                         dispatcher_phone: str | None = None, **_: Any) -> str:
+                         dispatcher_phone: str | None = None,
+                         claims: SenderClaims | None = None, **_: Any) -> str:
     return deliver_notifications(
         c.DeliverNotifications(notification_ids=(cmd.notification_id,)), uow, clock, sms,
-        templates, dispatcher_phone)[cmd.notification_id]
+        templates, dispatcher_phone, claims=claims)[cmd.notification_id]
 
 
 @dataclass(frozen=True)
@@ -94,14 +99,16 @@ class _Claim:
 def deliver_notifications(cmd: c.DeliverNotifications, uow: UnitOfWork, clock: Clock,
                           sms: SmsSender, templates: SmsTemplates,
                           dispatcher_phone: str | None = None,
-                          send_pool: Executor | None = None, **_: Any) -> dict[str, str]:
+                          send_pool: Executor | None = None,
+                          claims: SenderClaims | None = None, **_: Any) -> dict[str, str]:
     """Send the SMS one transaction queued: one transaction claims them all, one records
     them sent. Returns each notification's outcome: sent, duplicate, not_due, stale,
     closed, skipped, or what `_after_failure` made of an error."""
+    claims = claims or LocalClaims()
     now = clock()
     ids = list(dict.fromkeys(cmd.notification_ids))
     outcomes = dict.fromkeys(ids, "duplicate")
-    claims: list[_Claim] = []
+    to_send: list[_Claim] = []
     with uow:
         notes = [n for n in uow.notifications.get_many(ids, for_update=True)
                  if n.status == NotificationStatus.PENDING]
@@ -110,15 +117,15 @@ def deliver_notifications(cmd: c.DeliverNotifications, uow: UnitOfWork, clock: C
         settled: list[str] = []
         for note in notes:
             outcome = _claim(note, now, closed.get(note.id), note.recipient in opted_out,
-                             sms.name, templates)
+                             sms.name, templates, claims.id)
             if outcome == "not_due":
                 outcomes[note.id] = outcome
                 continue
             settled.append(note.id)
             if outcome is None:
                 assert note.body is not None
-                claims.append(_Claim(note.id, note.recipient, note.body,
-                                     _validity_left(note, now), note.attempts))
+                to_send.append(_Claim(note.id, note.recipient, note.body,
+                                      _validity_left(note, now), note.attempts))
             else:
                 outcomes[note.id] = outcome
         if not settled:
@@ -129,9 +136,27 @@ def deliver_notifications(cmd: c.DeliverNotifications, uow: UnitOfWork, clock: C
         # gets here; the other reads `sending` and stops. Messages not yet on Kafka that
         # would only find this claim are retired.
         uow.retire_sms_nudges(settled)
-        uow.commit()
+        # Held from before the claim commits until the rows are settled: a `sending` row of
+        # this process that is not held is one it let go of unsettled (see the sweep).
+        held = [claim.notification_id for claim in to_send]
+        claims.hold(held)
+        try:
+            uow.commit()
+        except BaseException:
+            claims.let_go(held)
+            raise
+    try:
+        _send_and_settle(to_send, outcomes, uow, clock, sms, dispatcher_phone, send_pool)
+    finally:
+        claims.let_go(held)
+    return outcomes
+
+
+def _send_and_settle(to_send: list[_Claim], outcomes: dict[str, str], uow: UnitOfWork,
+                     clock: Clock, sms: SmsSender, dispatcher_phone: str | None,
+                     send_pool: Executor | None) -> None:
     sent: dict[str, Any] = {}
-    for claim, result in _send_all(sms, claims, send_pool):
+    for claim, result in _send_all(sms, to_send, send_pool):
         if isinstance(result, Exception):
             outcomes[claim.notification_id] = _after_failure(
                 claim.notification_id, result, claim.attempts, uow, clock, dispatcher_phone)
@@ -144,7 +169,6 @@ def deliver_notifications(cmd: c.DeliverNotifications, uow: UnitOfWork, clock: C
                 _mark_sent(note, sent[note.id].sid, sent[note.id].status, done)
                 outcomes[note.id] = "sent"
             uow.commit()
-    return outcomes
 
 
 def _send_all(sms: SmsSender, claims: list[_Claim], pool: Executor | None
@@ -162,7 +186,7 @@ def _send_all(sms: SmsSender, claims: list[_Claim], pool: Executor | None
 
 
 def _claim(note: Notification, now: datetime, closed: str | None, opted_out: bool,
-           gateway: str, templates: SmsTemplates) -> str | None:
+           gateway: str, templates: SmsTemplates, sender_id: str | None) -> str | None:
     """Settle a pending row without sending (returns why), or claim it for sending (None)."""
     if note.next_attempt_at is not None and note.next_attempt_at > now:
         return "not_due"
@@ -190,6 +214,7 @@ def _claim(note: Notification, now: datetime, closed: str | None, opted_out: boo
     note.status_at = now
     note.attempts += 1
     note.gateway = gateway
+    note.claimed_by = sender_id
     return None
 
 
@@ -303,10 +328,23 @@ def resolve_uncertain(notification_id: str, uow: UnitOfWork, clock: Clock, sms: 
     return outcome
 
 
+def _abandoned_sending(now: datetime, sender_id: str | None) -> Any:
+    """`sending` rows whose claimer will not settle them: a sender that is dead (no recent
+    heartbeat, or forgotten), or a claimer that keeps no heartbeat, after a while."""
+    n = orm.notifications.c
+    others = n.claimed_by.is_not(None) if sender_id is None \
+        else (n.claimed_by.is_not(None) & (n.claimed_by != sender_id))
+    return (n.status == NotificationStatus.SENDING.value) & (
+        (n.claimed_by.is_(None) & (n.status_at <= now - timedelta(seconds=STUCK_SENDING_S)))
+        | (others & n.claimed_by.not_in(live_senders(now))))
+
+
 def sweep_notifications(cmd: c.SweepNotifications, uow: UnitOfWork, clock: Clock,
                         sms: SmsSender, templates: SmsTemplates,
-                        dispatcher_phone: str | None = None, **_: Any) -> dict[str, int]:
+                        dispatcher_phone: str | None = None,
+                        claims: SenderClaims | None = None, **_: Any) -> dict[str, int]:
     """Run by every worker on a timer: retries that are due, uncertain sends to look up."""
+    claims = claims or LocalClaims()
     now = clock()
     n = orm.notifications.c
     with uow:
@@ -320,8 +358,13 @@ def sweep_notifications(cmd: c.SweepNotifications, uow: UnitOfWork, clock: Clock
         ).limit(cmd.limit)))
         uncertain = list(uow.session.scalars(select(n.id).where(
             ((n.status == NotificationStatus.UNKNOWN.value) & (n.next_attempt_at <= now))
-            | ((n.status == NotificationStatus.SENDING.value)
-               & (n.status_at <= now - timedelta(seconds=STUCK_SENDING_S)))).limit(cmd.limit)))
+            | _abandoned_sending(now, claims.id)).limit(cmd.limit)))
+        mine = set(uow.session.scalars(select(n.id).where(
+            n.status == NotificationStatus.SENDING.value, n.claimed_by == claims.id))) \
+            if claims.id is not None else set()
+    # Taken after the query: a row of ours still held then is being sent; one not held was
+    # let go unsettled (its settle failed) and no call of ours is sending it any more.
+    uncertain += sorted(mine - claims.held())
     counts = {"retried": 0, "looked_up": 0}
     for notification_id in uncertain:
         if resolve_uncertain(notification_id, uow, clock, sms, dispatcher_phone) == "resend":
@@ -329,7 +372,7 @@ def sweep_notifications(cmd: c.SweepNotifications, uow: UnitOfWork, clock: Clock
         counts["looked_up"] += 1
     if due:
         deliver_notifications(c.DeliverNotifications(notification_ids=tuple(due)), uow,
-                              clock, sms, templates, dispatcher_phone)
+                              clock, sms, templates, dispatcher_phone, claims=claims)
         counts["retried"] = len(set(due))
     return counts
 

@@ -125,6 +125,18 @@ def wait_all(system: Running, ids: list[str], status: str, timeout: float) -> di
     return statuses()
 
 
+def unsettled_sms(system: Running, timeout: float) -> dict[str, int]:
+    """Wait until no SMS is left pending, claimed or uncertain; return what is left by
+    status (empty when all went, or were settled without sending)."""
+    def left() -> dict[str, int]:
+        return {status: count for status, count in query(
+            system, "SELECT status, COUNT(*) FROM notifications"
+                    " WHERE status IN ('pending', 'sending', 'unknown') GROUP BY status")}
+    with suppress(TimeoutError):
+        wait_for(lambda: not left(), timeout, "every SMS to be sent or settled")
+    return left()
+
+
 def overlapping_assignments(system: Running, ids: list[str]) -> int:
     """Pairs of assigned requests that share a carer and overlap in time (must be 0)."""
     spans: dict[str, list[tuple[str, str]]] = {}

@@ -21,6 +21,7 @@ from tests.faults._flow import (
     overlapping_assignments,
     population,
     restart,
+    unsettled_sms,
     wait_all,
 )
 
@@ -60,6 +61,9 @@ def test_worker_sigkilled_mid_flow_loses_nothing_and_sends_nothing_twice(
     lost = {i: s for i, s in statuses.items() if s != "assigned"}
     assert len(ids) == N
     assert lost == {}, diagnose(system, lost)
+    # The SMS the killed worker had claimed but not sent go out (the restarted worker sees
+    # its predecessor's process is gone), well before any fixed timeout would have.
+    assert unsettled_sms(system, timeout=15) == {}
     assert overlapping_assignments(system, ids) == 0
     assert duplicate_sms(system) == {"same_text_twice": 0, "notification_key_twice": 0,
                                      "row_sent_twice": 0, "sends_without_row": 0}
@@ -92,7 +96,10 @@ def test_relay_sigkilled_mid_flow_loses_nothing_and_duplicates_are_absorbed(
 
 
 KILL_POINTS = [("before_commit", "request.received"), ("after_commit", "request.received"),
-               ("after_commit", "sms.received")]
+               ("after_commit", "sms.received"),
+               # Its first SMS (the parent's "received") claimed and committed as `sending`,
+               # the provider not yet called.
+               ("before_send", "sms")]
 
 
 @pytest.mark.parametrize("point", [":".join(p) for p in KILL_POINTS])
@@ -120,6 +127,7 @@ def test_worker_sigkilled_at_a_chosen_point_loses_nothing_and_sends_nothing_twic
         marker = system.system.settings.data_dir / ("fault-" + point.replace(":", "-"))
         assert marker.exists()
         assert lost == {}, diagnose(system, lost)
+        assert unsettled_sms(system, timeout=15) == {}
         assert overlapping_assignments(system, ids) == 0
         assert duplicate_sms(system) == {"same_text_twice": 0, "notification_key_twice": 0,
                                          "row_sent_twice": 0, "sends_without_row": 0}
