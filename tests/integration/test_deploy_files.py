@@ -26,7 +26,7 @@ K8S = DEPLOY / "k8s"
 DOLBOM_ROLES = {"migrate", "topics", "api", "worker", "relay"}
 PLACEHOLDER = re.compile(r"^(|\$\{[A-Z_]+(:?[?-][^}]*)?\}|REPLACE_ME|change-me|your-[\w-]+|"
                          r"\+82-your-[\w-]+)$")
-SECRET_KEY = re.compile(r"PASSWORD|TOKEN|SECRET|_SID$|DATABASE_URL")
+SECRET_KEY = re.compile(r"PASSWORD|TOKEN|SECRET|_SID$|DATABASE_URL|DATA_KEY")
 
 
 def _yaml_files() -> list[Path]:
@@ -142,6 +142,9 @@ def test_compose_points_every_dolbom_role_at_its_postgres_and_kafka() -> None:
         assert hosts == kafka, name
         assert svc.get("env_file") in (".env", [".env"]), f"{name}: secrets come from .env"
         assert set(env) <= _known_env_names(), f"{name}: unknown setting"
+        # One data key for every role, or what one encrypts another cannot read.
+        assert env.get("DOLBOM_ENV") == "production", f"{name}: must refuse to run keyless"
+    assert re.search(r"^DOLBOM_DATA_KEY=$", (DEPLOY / ".env.example").read_text("utf-8"), re.M)
     assert dolbom["migrate"]["command"] == ["db", "upgrade"]
     assert dolbom["topics"]["command"] == ["topics", "create", "--replication-factor", "3"]
     assert dolbom["api"]["command"][0] == "api" and "8000:8000" in dolbom["api"]["ports"]
@@ -203,10 +206,16 @@ def test_k8s_jobs_services_and_settings() -> None:
     (config,) = by_kind["ConfigMap"]
     assert "DOLBOM_KAFKA_BOOTSTRAP" in config["data"]
     assert not any(SECRET_KEY.search(k) for k in config["data"]), "secrets go in the Secret"
+    assert config["data"]["DOLBOM_ENV"] == "production"
     (secret,) = by_kind["Secret"]
     assert "DOLBOM_DATABASE_URL" in secret["stringData"]
+    assert "DOLBOM_DATA_KEY" in secret["stringData"]
     assert (set(config["data"]) | set(secret["stringData"])) <= _known_env_names()
-    for doc in by_kind["Deployment"] + by_kind["Job"]:
+    (purge,) = by_kind["CronJob"]
+    assert purge["spec"]["concurrencyPolicy"] == "Forbid"
+    purge_job = purge["spec"]["jobTemplate"]
+    assert _containers(purge_job)[0]["args"] == ["privacy", "purge", "--older-than", "90d"]
+    for doc in by_kind["Deployment"] + by_kind["Job"] + [purge_job]:
         for container in _containers(doc):
             refs = {next(iter(ref.values()))["name"] for ref in container["envFrom"]}
             assert refs == {"dolbom-config", "dolbom-secrets"}, doc["metadata"]["name"]
@@ -271,6 +280,7 @@ def test_no_secret_is_committed(path: Path) -> None:
     text = path.read_text("utf-8")
     assert not re.search(r"\b(AC|SK|MG)[0-9a-f]{32}\b", text, re.I), "a Twilio SID"
     assert not re.search(r"\b[0-9a-f]{32}\b", text, re.I), "a token-like hex string"
+    assert not re.search(r"[A-Za-z0-9_-]{43}=", text), "a data key (Fernet)"
     for user, password in re.findall(r"://([^:/@\s\"]+):([^@\n\"]+)@", text):
         assert PLACEHOLDER.match(password), f"a password in a URL: {user}:…"
     pairs = re.findall(r"^\s*([A-Z][A-Z0-9_]*)\s*[:=]\s*\"?([^\"\n#]*?)\"?\s*(?:#.*)?$",
