@@ -94,6 +94,7 @@ class _Claim:
     body: str
     validity_s: int | None
     attempts: int
+    created_at: datetime
 
 
 def deliver_notifications(cmd: c.DeliverNotifications, uow: UnitOfWork, clock: Clock,
@@ -125,7 +126,8 @@ def deliver_notifications(cmd: c.DeliverNotifications, uow: UnitOfWork, clock: C
             if outcome is None:
                 assert note.body is not None
                 to_send.append(_Claim(note.id, note.recipient, note.body,
-                                      _validity_left(note, now), note.attempts))
+                                      _validity_left(note, now), note.attempts,
+                                      note.created_at))
             else:
                 outcomes[note.id] = outcome
         if not settled:
@@ -173,16 +175,24 @@ def _send_and_settle(to_send: list[_Claim], outcomes: dict[str, str], uow: UnitO
 
 def _send_all(sms: SmsSender, claims: list[_Claim], pool: Executor | None
               ) -> list[tuple[_Claim, Any]]:
-    """Each claim with what the gateway answered, or the exception it raised."""
+    """Each claim with what the gateway answered, or the exception it raised. Different
+    people's SMS go side by side; one person's go one after another, oldest first, so a
+    parent never reads "assigned" before "received"."""
     def send(claim: _Claim) -> Any:
         try:
             return sms.send(claim.recipient, claim.body, validity_period=claim.validity_s)
         except Exception as exc:
             return exc
 
-    if pool is None or len(claims) < 2:
-        return [(claim, send(claim)) for claim in claims]
-    return list(zip(claims, pool.map(send, claims), strict=True))
+    def send_in_turn(turn: list[_Claim]) -> list[tuple[_Claim, Any]]:
+        return [(claim, send(claim)) for claim in sorted(turn, key=lambda c: c.created_at)]
+
+    by_recipient: dict[str, list[_Claim]] = {}
+    for claim in claims:
+        by_recipient.setdefault(claim.recipient, []).append(claim)
+    if pool is None or len(by_recipient) < 2:
+        return [pair for turn in by_recipient.values() for pair in send_in_turn(turn)]
+    return [pair for result in pool.map(send_in_turn, by_recipient.values()) for pair in result]
 
 
 def _claim(note: Notification, now: datetime, closed: str | None, opted_out: bool,
