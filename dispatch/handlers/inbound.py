@@ -14,7 +14,12 @@ from dispatch.domain.policy import ServicePolicy
 from dispatch.handlers.common import local_time, place_of, send_address
 from dispatch.handlers.dispatcher import cancel_open_request
 from dispatch.handlers.intake import store_request
-from dispatch.handlers.matching import offer_next, rescind_open_offers, withdraw_assignment
+from dispatch.handlers.matching import (
+    offer_next,
+    offer_waiting_requests,
+    rescind_open_offers,
+    withdraw_assignment,
+)
 from dispatch.ports import Clock, SmsGrammar
 from dispatch.records import InboundSms
 from dispatch.sms_intake import IntakeParser, SmsIntake
@@ -246,11 +251,16 @@ class _InboundContext:
 
     def duty(self, on: bool) -> str:
         assert self.carer is not None
-        if self.carer.on_duty != on:
+        changed = self.carer.on_duty != on
+        if changed:
             self.carer.on_duty = on
             self.uow.emit(m.CarerDutyChanged(carer_id=self.carer.id, on_duty=on),
                           key=self.carer.id, now=self.now)
+        # The reply first: the carer reads "on duty" before any offer it brings.
         self.reply("duty_on" if on else "duty_off")
+        if changed and on:
+            offer_waiting_requests(self.uow, self.carer.id, self.policies, self.now,
+                                   self.dispatcher_phone)
         return "on_duty" if on else "off_duty"
 
     def _family_request(self) -> Request | None:

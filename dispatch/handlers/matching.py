@@ -156,6 +156,39 @@ def offer_next(uow: UnitOfWork, request: Request, policy: ServicePolicy, now: da
     return len(offers)
 
 
+# How many escalated requests one carer coming on duty brings back to matching at most:
+# the most urgent first; the deadlines sweep and the dispatcher have the rest.
+REOFFER_ON_DUTY_MAX = 20
+
+
+def offer_waiting_requests(uow: UnitOfWork, carer_id: str,
+                           policies: Mapping[str, ServicePolicy], now: datetime,
+                           dispatcher_phone: str | None) -> int:
+    """A carer came on duty: escalated requests that ran out of carers may have one now.
+
+    Each escalated request that has not ended, has no open offer and is matched by offers
+    (not a centre place) gets the policy's next offers, this carer among them if they
+    qualify. It stays `escalated` (on the dispatcher's board) until someone says YES.
+    """
+    offered = 0
+    for request_id in uow.requests.escalated_ids(ending_after=now, limit=REOFFER_ON_DUTY_MAX):
+        request = uow.requests.get(request_id, for_update=True)
+        if request is None or request.status != RequestStatus.ESCALATED:
+            continue
+        request.expire_offers(now)
+        if any(o.is_open for o in request.offers):
+            continue
+        policy = policies[request.service]
+        if policy.mode == "center":
+            continue
+        made = offer_next(uow, request, policy, now, dispatcher_phone)
+        if made:
+            request.record(now, "reoffered_on_duty", Actor.SYSTEM,
+                           {"carer_id": carer_id, "offers": made})
+        offered += made
+    return offered
+
+
 def rescind_open_offers(uow: UnitOfWork, request: Request, now: datetime, reason: str) -> int:
     """Close every open offer of `request` and tell each carer by SMS, once.
 

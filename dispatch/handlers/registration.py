@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+from collections.abc import Mapping
 from typing import Any
 
 from dispatch import commands as c
 from dispatch.domain.errors import Conflict, Ineligible, NotFound
 from dispatch.domain.model import Carer, Child, Family
+from dispatch.domain.policy import ServicePolicy
+from dispatch.handlers.matching import offer_waiting_requests
 from dispatch.ports import Clock
 from dispatch.records import ApiToken
 from dispatch.unit_of_work import UnitOfWork
@@ -38,7 +41,10 @@ def register_carer(cmd: c.RegisterCarer, uow: UnitOfWork, clock: Clock, **_: Any
         return carer
 
 
-def set_duty(cmd: c.SetDuty, uow: UnitOfWork, clock: Clock, **_: Any) -> Carer:
+def set_duty(cmd: c.SetDuty, uow: UnitOfWork, clock: Clock,
+             policies: Mapping[str, ServicePolicy], dispatcher_phone: str | None = None,
+             **_: Any) -> Carer:
+    now = clock()
     with uow:
         carer = uow.carers.get(cmd.carer_id)
         if carer is None:
@@ -46,7 +52,9 @@ def set_duty(cmd: c.SetDuty, uow: UnitOfWork, clock: Clock, **_: Any) -> Carer:
         if carer.on_duty != cmd.on_duty:
             carer.on_duty = cmd.on_duty
             uow.emit(m.CarerDutyChanged(carer_id=carer.id, on_duty=cmd.on_duty), key=carer.id,
-                     now=clock())
+                     now=now)
+            if cmd.on_duty:
+                offer_waiting_requests(uow, carer.id, policies, now, dispatcher_phone)
         uow.commit()
         return carer
 
