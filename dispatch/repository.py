@@ -67,12 +67,15 @@ class Requests:
         return set(self.session.scalars(
             select(orm.requests.c.open_code).where(orm.requests.c.open_code.is_not(None))))
 
-    def escalated_ids(self, *, ending_after: datetime, limit: int) -> list[str]:
+    def escalated_ids(self, *, ending_after: datetime, limit: int,
+                      services: Sequence[str] | None = None) -> list[str]:
         """Escalated requests not yet over, soonest start first."""
         r = orm.requests.c
-        return list(self.session.scalars(
-            select(r.id).where(r.status == RequestStatus.ESCALATED.value, r.end > ending_after)
-            .order_by(r.start, r.id).limit(limit)))
+        stmt = select(r.id).where(r.status == RequestStatus.ESCALATED.value,
+                                  r.end > ending_after)
+        if services is not None:
+            stmt = stmt.where(r.service.in_(list(services)))
+        return list(self.session.scalars(stmt.order_by(r.start, r.id).limit(limit)))
 
     def open_for_family(self, family_id: str) -> list[Request]:
         return list(self.session.scalars(

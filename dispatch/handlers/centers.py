@@ -27,19 +27,22 @@ MAX_SHIFT = timedelta(hours=24)
 
 
 def book_place(uow: UnitOfWork, request: Request, policy: ServicePolicy, now: datetime,
-               dispatcher_phone: str | None, only_carer: str | None = None) -> int:
+               dispatcher_phone: str | None, only_carer: str | None = None,
+               waitlist: bool = True) -> int:
     """StartMatching for a centre-mode request (called by matching.start_matching, inside its
     unit of work, with the request row locked). 1 if the child got a place, else 0.
 
     `only_carer` is a dispatcher's choice of group: then no room there is a Conflict for the
-    dispatcher to see, not a waitlisting."""
+    dispatcher to see, not a waitlisting. `waitlist=False` (a waiting child tried again):
+    no room changes nothing, the request is already escalated."""
     rules = policy.center
     center = rules.center(request.location.get("center_id")) if rules is not None else None
     family = uow.families.get(request.family_id)
     child = family.child(request.child_id) if family is not None else None
     if rules is None or center is None or family is None or child is None:
         # Checked at intake; only a policy changed since (a centre removed) gets here.
-        _escalate(uow, request, policy, now, "unknown_center", dispatcher_phone)
+        if waitlist:
+            _escalate(uow, request, policy, now, "unknown_center", dispatcher_phone)
         return 0
     months = age_in_months(child.birth_date, request.start.astimezone(policy.tz).date())
     sensitive = rules.is_sensitive(months, child.disability)
@@ -62,6 +65,8 @@ def book_place(uow: UnitOfWork, request: Request, policy: ServicePolicy, now: da
     if carer_id is None and only_carer is not None:
         raise Conflict("that carer's group has no room for this child in that window",
                        code="group_full")
+    if carer_id is None and not waitlist:
+        return 0
     if carer_id is None:
         request.record(now, "waitlisted", Actor.SYSTEM,
                        {"center_id": center.id, "groups": len(groups), "sensitive": sensitive})
@@ -96,8 +101,31 @@ def book_place(uow: UnitOfWork, request: Request, policy: ServicePolicy, now: da
     return 1
 
 
+# How many waiting children one freed place or new shift looks at, soonest stay first.
+WAITLIST_LOOK_AT = 50
+
+
+def book_waitlisted(uow: UnitOfWork, center_id: str, policies: Mapping[str, ServicePolicy],
+                    now: datetime, dispatcher_phone: str | None) -> int:
+    """Room may have opened at `center_id` (a shift added, a place given up): children
+    waitlisted there (escalated `center_full`) get a place if one now keeps the ratio, the
+    soonest stay first. Returns how many got one; the rest stay with the dispatcher."""
+    services = [s for s, p in policies.items() if p.mode == "center"]
+    booked = 0
+    for request_id in uow.requests.escalated_ids(ending_after=now, limit=WAITLIST_LOOK_AT,
+                                                 services=services):
+        request = uow.requests.get(request_id, for_update=True)
+        if request is None or request.status != RequestStatus.ESCALATED \
+                or request.location.get("center_id") != center_id:
+            continue
+        booked += book_place(uow, request, policies[request.service], now, dispatcher_phone,
+                             waitlist=False)
+    return booked
+
+
 def add_shift(cmd: c.AddShift, uow: UnitOfWork, clock: Clock,
-              policies: Mapping[str, ServicePolicy], **_: Any) -> Shift:
+              policies: Mapping[str, ServicePolicy], dispatcher_phone: str | None = None,
+              **_: Any) -> Shift:
     if cmd.start.tzinfo is None or cmd.end.tzinfo is None:
         raise Ineligible("times need an offset, e.g. 2026-11-26T18:00:00+09:00",
                          code="invalid_time")
@@ -115,6 +143,7 @@ def add_shift(cmd: c.AddShift, uow: UnitOfWork, clock: Clock,
         shift = Shift(carer_id=cmd.carer_id, center_id=cmd.center_id, start=cmd.start,
                       end=cmd.end)
         uow.centers.add_shift(shift)
+        book_waitlisted(uow, cmd.center_id, policies, clock(), dispatcher_phone)
         uow.commit()
         return shift
 

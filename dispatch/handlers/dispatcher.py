@@ -11,7 +11,7 @@ from dispatch import commands as c
 from dispatch.domain.errors import Conflict, NotFound
 from dispatch.domain.model import ACCEPTING_STATUSES, Actor, Request, RequestStatus, TimelineEntry
 from dispatch.domain.policy import ServicePolicy
-from dispatch.handlers.centers import book_place
+from dispatch.handlers.centers import book_place, book_waitlisted
 from dispatch.handlers.common import local_time, place_of, send_address
 from dispatch.handlers.matching import offer_next, rescind_open_offers
 from dispatch.ports import Clock
@@ -20,8 +20,14 @@ from schemas import messages as m
 
 
 def cancel_open_request(uow: UnitOfWork, request: Request, now: datetime, actor: Actor, reason: str,
-                        by: str | None = None) -> None:
+                        by: str | None = None,
+                        policies: Mapping[str, ServicePolicy] | None = None,
+                        dispatcher_phone: str | None = None) -> None:
+    """Cancel, tell the parent and the carer, close open offers; a centre place given up
+    goes to a child waiting for one there (with `policies`)."""
     carer_id = request.carer_id
+    gave_up_place = request.status in (RequestStatus.ASSIGNED, RequestStatus.IN_PROGRESS) \
+        and policies is not None and policies[request.service].mode == "center"
     request.cancel(now, actor, reason, by=by)
     uow.emit(m.RequestCancelled(request_id=request.id), key=request.id, now=now)
     family = uow.families.get(request.family_id)
@@ -35,9 +41,14 @@ def cancel_open_request(uow: UnitOfWork, request: Request, now: datetime, actor:
                    kind="job_cancelled", lang=carer.lang, request_id=request.id, now=now,
                    params={"code": request.code})
     rescind_open_offers(uow, request, now, "cancelled")  # carers still holding an offer
+    center_id = request.location.get("center_id")
+    if gave_up_place and policies is not None and isinstance(center_id, str):
+        book_waitlisted(uow, center_id, policies, now, dispatcher_phone)
 
 
-def cancel_request(cmd: c.CancelRequest, uow: UnitOfWork, clock: Clock, **_: Any) -> Request:
+def cancel_request(cmd: c.CancelRequest, uow: UnitOfWork, clock: Clock,
+                   policies: Mapping[str, ServicePolicy] | None = None,
+                   dispatcher_phone: str | None = None, **_: Any) -> Request:
     now = clock()
     with uow:
         request = uow.requests.get(cmd.request_id, for_update=True)
@@ -46,7 +57,8 @@ def cancel_request(cmd: c.CancelRequest, uow: UnitOfWork, clock: Clock, **_: Any
             raise NotFound("no such request")
         if request.status == RequestStatus.CANCELLED:
             return request
-        cancel_open_request(uow, request, now, Actor(cmd.actor), cmd.reason, by=cmd.by)
+        cancel_open_request(uow, request, now, Actor(cmd.actor), cmd.reason, by=cmd.by,
+                            policies=policies, dispatcher_phone=dispatcher_phone)
         uow.commit()
         return request
 

@@ -278,7 +278,8 @@ class _InboundContext:
             return "no_request"
         self.inbound.request_id = request.id
         try:
-            cancel_open_request(self.uow, request, self.now, Actor.PARENT, "parent asked by SMS")
+            cancel_open_request(self.uow, request, self.now, Actor.PARENT, "parent asked by SMS",
+                                policies=self.policies, dispatcher_phone=self.dispatcher_phone)
         except Conflict:
             self.reply("status", {"code": request.code, "status_label": request.status})
             return "not_cancellable"

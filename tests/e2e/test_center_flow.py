@@ -90,3 +90,11 @@ def test_five_children_join_a_group_and_the_sixth_is_escalated(system: Running) 
 
     # Nothing to confirm for a toddler's booking.
     assert system.post(f"/v1/requests/{five[0]['id']}/confirm", {}).status_code == 409
+
+    # A family cancels: the waiting child gets that place at once, and the parent hears so.
+    r = system.post(f"/v1/requests/{five[4]['id']}/cancel", {"reason": "아이가 나았어요"})
+    assert r.status_code == 200, r.text
+    placed = system.wait_status(sixth["id"], "assigned")
+    assert placed["carer"]["id"] == carer["id"]
+    booked = system.sms_to("+821078780009", f"{sixth['code']}번 예약됐어요")
+    assert "18:00~22:00" in booked["body"]

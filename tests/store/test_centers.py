@@ -324,10 +324,15 @@ def test_a_dispatcher_places_a_waitlisted_child_in_a_chosen_group(db_url: str) -
     with pytest.raises(Conflict) as err:
         bus.handle(c.AssignCarer(request_id=waiting.id, carer_id=off.id, dispatcher="김상황"))
     assert err.value.code == "carer_not_on_shift"
-    _shift(bus, spare)
-    bus.handle(c.AssignCarer(request_id=waiting.id, carer_id=spare.id, dispatcher="김상황"))
+    _shift(bus, spare)  # room at last: the waiting child gets it without a dispatcher
     detail = _request(bus, waiting.id)
+    assert detail["status"] == "assigned" and detail["carer"]["id"] == spare.id
+    assert "center_booked" in _kinds(db_url, waiting.id)
+    # The dispatcher's choice of group places a child the engine has not placed yet.
+    unmatched = _book(bus, match=False)
+    bus.handle(c.AssignCarer(request_id=unmatched.id, carer_id=spare.id, dispatcher="김상황"))
+    detail = _request(bus, unmatched.id)
     assert detail["status"] == "assigned" and detail["carer"]["id"] == spare.id
     assert any(e["type"] == "dispatcher_assigned" and e["detail"]["dispatcher"] == "김상황"
                for e in detail["timeline"])
-    assert "center_booked" in _kinds(db_url, waiting.id)
+    assert "center_booked" in _kinds(db_url, unmatched.id)
