@@ -157,15 +157,27 @@ def services(policies: Mapping[str, ServicePolicy]) -> list[ServicePolicy]:
     return ordered[:9]
 
 
+def _quarter(moment: datetime, *, up: bool) -> datetime:
+    minute = moment.replace(second=0, microsecond=0)
+    if up:
+        if minute < moment:
+            minute += timedelta(minutes=1)
+        return minute + timedelta(minutes=-minute.minute % 15)
+    return minute - timedelta(minutes=minute.minute % 15)
+
+
 def offered_times(policy: ServicePolicy, now: datetime) -> tuple[datetime, datetime]:
-    """Today from now, rounded up to the next quarter hour; tomorrow at 10:00."""
+    """The two starts the menu offers, both within the policy's lead time: the soonest
+    (now, or its minimum lead from now), rounded up to the quarter hour; and tomorrow at
+    10:00, or, for a service booked only a few hours ahead, the latest quarter it takes."""
     local = now.astimezone(policy.tz)
-    start = local.replace(second=0, microsecond=0)
-    if start < local:
-        start += timedelta(minutes=1)
-    start += timedelta(minutes=-start.minute % 15)
-    tomorrow = datetime.combine(local.date() + timedelta(days=1), TOMORROW_AT, policy.tz)
-    return start, tomorrow
+    soonest = _quarter(local + timedelta(minutes=policy.min_lead_minutes), up=True)
+    later = datetime.combine(local.date() + timedelta(days=1), TOMORROW_AT, policy.tz)
+    if policy.max_lead_minutes is not None:
+        latest = _quarter(local + timedelta(minutes=policy.max_lead_minutes), up=False)
+        if later > latest:
+            later = max(latest, soonest + timedelta(minutes=15))
+    return soonest, later
 
 
 class Ivr:
@@ -201,8 +213,17 @@ class Ivr:
             if t1 is None or t2 is None:
                 return None
             hours = int(BOOKING.total_seconds() // 3600)
-            return Menu({"step": step, **base, "t1": _stamp(t1), "t2": _stamp(t2)},
-                        "언제 돌봄이 필요하신가요?",
+            asked = {"step": step, **base, "t1": _stamp(t1), "t2": _stamp(t2)}
+            if policy.min_lead_minutes or policy.max_lead_minutes is not None:
+                # Booked a set time ahead (home visits: 2 to 4 hours): the soonest and the
+                # latest it takes, said by date and hour, never "today from now".
+                return Menu(asked, f"{_topic(policy.label)} 미리 신청해야 합니다. "
+                                   "언제 돌봄이 필요하신가요?",
+                            (Option("1", _stamp(t1), f"가장 빠른 {_spoken_time(t1)}부터 "
+                                                     f"{hours}시간", ("빠른", "먼저")),
+                             Option("2", _stamp(t2), f"{_spoken_time(t2)}부터 {hours}시간",
+                                    ("늦은", "나중"))))
+            return Menu(asked, "언제 돌봄이 필요하신가요?",
                         (Option("1", _stamp(t1), f"오늘 지금부터, {_spoken_time(t1)}부터 "
                                                  f"{hours}시간", ("오늘", "지금")),
                          Option("2", _stamp(t2), f"내일 {_spoken_time(t2)}부터 {hours}시간",

@@ -287,6 +287,27 @@ def test_today_from_now_is_rounded_up_to_the_quarter_hour(world: World) -> None:
     assert _state(confirm)["at"] == _state(menu)["t1"]
 
 
+@pytest.mark.parametrize("time_digit", ["1", "2"])
+def test_home_care_offers_only_times_within_its_lead_time(world: World, time_digit: str) -> None:
+    """아이돌봄 긴급 is booked 2 to 4 hours ahead: both times the menu offers are, and the one
+    picked is stored, not refused and put through to the dispatcher."""
+    call = Call(world.client)
+    before = datetime.now(SEOUL)
+    menu = call.press(call.press(call.start(), "3"), "1")
+    state = _state(menu)
+    assert state["service"] == "home-emergency" and "미리" in _spoken(menu)
+    t1, t2 = (datetime.strptime(state[k], "%Y%m%d%H%M").replace(tzinfo=SEOUL)
+              for k in ("t1", "t2"))
+    assert t1.minute % 15 == 0 and t2.minute % 15 == 0
+    assert before + timedelta(minutes=119) < t1 <= before + timedelta(minutes=135)
+    assert t1 < t2 <= before + timedelta(minutes=241)
+    done = call.press(call.press(menu, time_digit), "1")
+    assert done.find("Dial") is None, _spoken(done)
+    (row,) = _requests(world.app)
+    assert row["service"] == "home-emergency" and row["status"] == "received"
+    assert row["start"] == (t1 if time_digit == "1" else t2)
+
+
 def test_cancel_at_confirmation_stores_nothing(world: World) -> None:
     call = Call(world.client)
     done = call.press(_walk_to_confirm(call), "2")
