@@ -143,9 +143,9 @@ def list_requests(request: Request, caller: Intake,
     by start time); `open=false`: only closed ones."""
     with _uow(request) as uow:
         mine = None if caller.role == "dispatcher" else caller.token_id
-        return [views.request_summary(uow, r, _policies(request))
-                for r in uow.requests.recent(status=status, created_by=mine, service=service,
-                                             open_only=open)]
+        return views.request_summaries(
+            uow, uow.requests.recent(status=status, created_by=mine, service=service,
+                                     open_only=open), _policies(request))
 
 
 @router.get("/requests/{request_id}")

@@ -10,10 +10,11 @@ from sqlalchemy import select
 
 from dispatch import orm
 from dispatch.domain.centers import Booking, Center, CenterRules, load_at, place_booking
+from dispatch.domain.fees import Quote, Usage
 from dispatch.domain.matching import is_qualified
 from dispatch.domain.model import OfferStatus, Request, RequestStatus
 from dispatch.domain.policy import ServicePolicy, age_in_months
-from dispatch.handlers.common import fee_quote
+from dispatch.handlers.common import fee_quotes
 from dispatch.handlers.dispatcher import ACKNOWLEDGED, ESCALATED, escalation_state
 from dispatch.handlers.matching import find_candidates
 from dispatch.unit_of_work import UnitOfWork
@@ -24,11 +25,8 @@ def _iso(dt: Any) -> str | None:
     return dt.isoformat() if dt is not None else None
 
 
-def request_fee(uow: UnitOfWork, request: Request,
-                policies: Mapping[str, ServicePolicy] | None) -> dict[str, Any] | None:
-    """The quote for this request, or None if its policy sets no fees (see fee_quote)."""
-    policy = (policies or {}).get(request.service)
-    priced = fee_quote(uow, request, policy) if policy is not None else None
+def _fee_dict(priced: tuple[Quote, Usage] | None) -> dict[str, Any] | None:
+    """The quote for a request, or None if its policy sets no fees (see fee_quote)."""
     if priced is None:
         return None
     fee, usage = priced
@@ -54,8 +52,8 @@ def request_summaries(uow: UnitOfWork, requests: Sequence[Request],
                       with_fee: bool = True, now: datetime | None = None
                       ) -> list[dict[str, Any]]:
     """Summaries of many requests in a fixed number of queries (not a few per request),
-    for the board; `with_fee` adds one fee query per request. With `now`, only open offers
-    still running then count for `offer_expires_at` (without it, every open offer)."""
+    for the board and the list. With `now`, only open offers still running then count for
+    `offer_expires_at` (without it, every open offer)."""
     if not requests:
         return []
     ids = [r.id for r in requests]
@@ -76,17 +74,18 @@ def request_summaries(uow: UnitOfWork, requests: Sequence[Request],
             .order_by(t.at, t.seq)):
         escalations.setdefault(request_id, []).append((type_, at, detail or {}))
     booked = uow.centers.bookings_for([r.id for r in requests if r.location.get("center_id")])
-    return [_summary(uow, r, (policies or {}).get(r.service), births.get(r.child_id),
+    fees = fee_quotes(uow, requests, policies or {}) if with_fee else {}
+    return [_summary(r, (policies or {}).get(r.service), births.get(r.child_id),
                      names.get(r.carer_id) if r.carer_id else None, offers.get(r.id, []),
-                     escalations.get(r.id, []), booked, with_fee=with_fee, now=now)
+                     escalations.get(r.id, []), booked, _fee_dict(fees.get(r.id)), now=now)
             for r in requests]
 
 
-def _summary(uow: UnitOfWork, request: Request, policy: ServicePolicy | None,
+def _summary(request: Request, policy: ServicePolicy | None,
              birth: date | None, carer_name: str | None,
              offers: list[tuple[str, datetime]],
              escalations: list[tuple[str, datetime, dict[str, Any]]],
-             booked: Mapping[str, Any], *, with_fee: bool,
+             booked: Mapping[str, Any], fee: dict[str, Any] | None, *,
              now: datetime | None) -> dict[str, Any]:
     # The service's own clock (+09:00 in Gwangju): what the parent typed and reads in SMS.
     start, end = (request.start, request.end) if policy is None else (
@@ -109,8 +108,7 @@ def _summary(uow: UnitOfWork, request: Request, policy: ServicePolicy | None,
         "location": request.location, "notes": request.notes, "channel": request.channel,
         "created_at": _iso(request.created_at), "updated_at": _iso(request.updated_at),
         "carer": {"id": request.carer_id, "name": carer_name} if request.carer_id else None,
-        "fee": request_fee(uow, request, {policy.id: policy} if policy else None)
-        if with_fee else None,
+        "fee": fee,
         # Centre mode: the centre, and whether the child's place still awaits a dispatcher.
         "center_id": center_id,
         "center_name": center.name_ko if center is not None else None,

@@ -121,6 +121,7 @@ SUBCOMMANDS = {
     "sustained": "step the paced rate up until p99 POST -> offer passes 1 s",
     "matching": "candidate search with 30,000 carers and 1,000 open requests, in-process",
     "handlers": "each step of one request's database work, in-process, one at a time",
+    "list": "GET /v1/requests over 200 requests: milliseconds and database queries",
 }
 
 
@@ -142,6 +143,10 @@ def main(argv: list[str] | None = None) -> int:
         from infra.bench_handlers import main as handlers_main
 
         return handlers_main(argv[1:])
+    if argv[:1] == ["list"]:
+        from infra.bench_list import main as list_main
+
+        return list_main(argv[1:])
     if argv[:1] == ["latency"]:
         argv = argv[1:]
     parser = argparse.ArgumentParser(

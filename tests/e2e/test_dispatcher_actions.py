@@ -181,12 +181,18 @@ def test_reoffer_on_an_escalated_request(app: FastAPI, client: TestClient,
     resp = client.post(f"/v1/requests/{request['id']}/reoffer", headers=dispatcher)
     assert resp.status_code == 200, resp.text
     assert resp.json()["offers_sent"] == 0
-    carer = _carer(client, dispatcher, 1)
+    first = _carer(client, dispatcher, 1)  # comes on duty: offered it without a dispatcher
+    detail = _detail(client, dispatcher, request["id"])
+    assert [o["carer_id"] for o in detail["offers"]] == [first["id"]]
+    assert [e["detail"]["offers"] for e in _entries(detail, "reoffered_on_duty")] == [1]
+    assert detail["status"] == "escalated"
+    second = _carer(client, dispatcher, 2)  # the first offer is still open: left to it
+    assert len(_detail(client, dispatcher, request["id"])["offers"]) == 1
     resp = client.post(f"/v1/requests/{request['id']}/reoffer", headers=dispatcher)
     assert resp.status_code == 200, resp.text
     assert resp.json()["offers_sent"] == 1
     detail = _detail(client, dispatcher, request["id"])
-    assert [o["carer_id"] for o in detail["offers"]] == [carer["id"]]
+    assert [o["carer_id"] for o in detail["offers"]] == [first["id"], second["id"]]
     assert [e["detail"]["offers"] for e in _entries(detail, "reoffered")] == [0, 1]
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from infra import bench_handlers, bench_load, bench_matching
+from infra import bench_handlers, bench_list, bench_load, bench_matching
 from infra.bench import main as bench_main
 
 pytestmark = pytest.mark.e2e
@@ -74,6 +74,16 @@ def test_the_handler_bench_times_every_step_of_a_request(
     assert entry["sum_of_means_ms"] == pytest.approx(
         sum(s["mean"] for s in entry["steps_ms"].values()))
     assert "requests/s if run one after another" in capsys.readouterr().out
+
+
+def test_the_request_list_asks_the_same_few_queries_however_many_rows(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    few = bench_list.run(f"sqlite:///{tmp_path / 'few.db'}", tmp_path, 3, calls=2)
+    many = bench_list.run(f"sqlite:///{tmp_path / 'many.db'}", tmp_path, 40, calls=2)
+    assert few["queries_per_call"] == many["queries_per_call"] <= 12
+    assert bench_main(["list", "--requests", "5", "--calls", "2", "--out", str(tmp_path)]) == 0
+    assert _only_file(tmp_path, "list-*.json")["databases"]["sqlite"]["rows"] == 5
+    assert "queries" in capsys.readouterr().out
 
 
 def test_sustained_stops_at_the_first_rate_that_does_not_hold() -> None:

@@ -97,3 +97,32 @@ def test_what_counts_as_a_use(db_url: str) -> None:
     assert fee["month_usage"] == {"uses": 2, "minutes": 120}
     assert fee["subsidised"] is False and fee["fee_krw"] == 20000
     assert _fee(bus, policies, waiting)["month_usage"] == {"uses": 2, "minutes": 120}
+
+
+def test_a_list_prices_every_row_as_its_own_detail_does(db_url: str) -> None:
+    """The list asks for all its rows' usage in one query; each row's fee is still what
+    pricing that request alone gives (two children, two months, used and unused)."""
+    from dispatch.handlers.common import fee_quote, fee_quotes
+
+    bus, policies = _bus(db_url)
+    carers = add_carers(bus, 4)
+    family = add_family(bus)
+    bookings = [_book(bus, family, kst(NOV30, 8), kst(NOV30, 10)),
+                _book(bus, family, kst(DEC1, 8), kst(DEC1, 9)),
+                _book(bus, family, kst(DEC1, 9), kst(DEC1, 11), child=0),
+                _book(bus, family, kst(DEC1, 12), kst(DEC1, 15)),
+                _book(bus, family, kst(date(2026, 12, 2), 8), kst(date(2026, 12, 2), 12))]
+    for r, carer in zip(bookings[:3], carers, strict=False):
+        bus.handle(c.AssignCarer(request_id=r.id, carer_id=carer.id, dispatcher="d"))
+    with bus.uow_factory() as uow:
+        rows = [uow.requests.get(r.id) for r in bookings]
+        assert all(rows)
+        batched = fee_quotes(uow, rows, policies)  # type: ignore[arg-type]
+        alone = {r.id: fee_quote(uow, r, policies[r.service]) for r in rows}  # type: ignore[union-attr]
+        listed = {s["id"]: s["fee"] for s in views.request_summaries(uow, rows, policies)}  # type: ignore[arg-type]
+    assert batched == alone
+    assert {usage.uses for _, usage in batched.values()} == {0, 1, 2}
+    for request_id, (fee, usage) in alone.items():
+        assert listed[request_id]["fee_krw"] == fee.as_dict()["fee_krw"]
+        assert listed[request_id]["month_usage"] == {"uses": usage.uses,
+                                                     "minutes": usage.minutes}
