@@ -267,6 +267,17 @@ class Request:
         self.record(now, "assigned", Actor.CARER, {"carer_id": carer_id, "offer_id": offer.id})
         return Acceptance(won=True, assignment=assignment)
 
+    def close_offer_taken_elsewhere(self, carer_id: str, now: datetime) -> bool:
+        """The carer took another job at the same time: their offer here can't be accepted
+        any more, so it is closed now instead of waiting out its answer window."""
+        offer = self.open_offer_for(carer_id)
+        if offer is None:
+            return False
+        offer.status = OfferStatus.RESCINDED
+        offer.answered_at = now
+        self.record(now, "offer_closed_busy", Actor.SYSTEM, {"carer_id": carer_id})
+        return True
+
     def decline(self, carer_id: str, now: datetime) -> bool:
         offer = self.open_offer_for(carer_id)
         if offer is None:

@@ -13,7 +13,11 @@ from dispatch.domain.model import ACCEPTING_STATUSES, Actor, Request, RequestSta
 from dispatch.domain.policy import ServicePolicy
 from dispatch.handlers.centers import book_place, book_waitlisted
 from dispatch.handlers.common import local_time, place_of, send_address
-from dispatch.handlers.matching import offer_next, rescind_open_offers
+from dispatch.handlers.matching import (
+    close_overlapping_offers,
+    offer_next,
+    rescind_open_offers,
+)
 from dispatch.ports import Clock
 from dispatch.unit_of_work import UnitOfWork
 from schemas import messages as m
@@ -64,7 +68,8 @@ def cancel_request(cmd: c.CancelRequest, uow: UnitOfWork, clock: Clock,
 
 
 def assign_carer(cmd: c.AssignCarer, uow: UnitOfWork, clock: Clock,
-                 policies: Mapping[str, ServicePolicy], **_: Any) -> Request:
+                 policies: Mapping[str, ServicePolicy], dispatcher_phone: str | None = None,
+                 **_: Any) -> Request:
     now = clock()
     with uow:
         request = uow.requests.get(cmd.request_id, for_update=True)
@@ -110,6 +115,7 @@ def assign_carer(cmd: c.AssignCarer, uow: UnitOfWork, clock: Clock,
         send_address(uow, request, carer, result.assignment.id, now)
         uow.emit(m.RequestAssigned(request_id=request.id, carer_id=carer.id,
                                    assignment_id=result.assignment.id), key=request.id, now=now)
+        close_overlapping_offers(uow, carer.id, request, policies, now, dispatcher_phone)
         uow.commit()
         return request
 

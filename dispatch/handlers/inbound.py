@@ -15,6 +15,7 @@ from dispatch.handlers.common import local_time, place_of, send_address
 from dispatch.handlers.dispatcher import cancel_open_request
 from dispatch.handlers.intake import store_request
 from dispatch.handlers.matching import (
+    close_overlapping_offers,
     offer_next,
     offer_waiting_requests,
     rescind_open_offers,
@@ -181,6 +182,8 @@ class _InboundContext:
                       key=request.id, now=self.now)
         # The others' offers closed with this YES: tell them, so nobody sets off for nothing.
         rescind_open_offers(self.uow, request, self.now, "filled")
+        close_overlapping_offers(self.uow, self.carer.id, request, self.policies, self.now,
+                                 self.dispatcher_phone)
         return "assigned"
 
     def decline(self) -> str:

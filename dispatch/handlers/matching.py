@@ -19,7 +19,14 @@ from dispatch.domain.matching import (
     select_candidates,
     select_nearest,
 )
-from dispatch.domain.model import Actor, Carer, OfferStatus, Request, RequestStatus
+from dispatch.domain.model import (
+    ACCEPTING_STATUSES,
+    Actor,
+    Carer,
+    OfferStatus,
+    Request,
+    RequestStatus,
+)
 from dispatch.domain.policy import OfferRules, ServicePolicy
 from dispatch.domain.strategies import next_offers
 from dispatch.handlers.common import local_time, place_of
@@ -187,6 +194,29 @@ def offer_waiting_requests(uow: UnitOfWork, carer_id: str,
                            {"carer_id": carer_id, "offers": made})
         offered += made
     return offered
+
+
+def close_overlapping_offers(uow: UnitOfWork, carer_id: str, taken: Request,
+                             policies: Mapping[str, ServicePolicy], now: datetime,
+                             dispatcher_phone: str | None) -> int:
+    """The carer has just taken `taken`: their open offers for jobs that overlap it (with
+    each job's travel buffer) could only end in "busy". Close them now, as a NO would, so
+    those jobs ask their next carers at once instead of waiting out the answer window."""
+    closed = 0
+    for offer, _ in uow.carers.open_offers(carer_id, now):
+        if offer.request_id == taken.id:
+            continue
+        other = uow.requests.get(offer.request_id, for_update=True)
+        if other is None or other.status not in ACCEPTING_STATUSES:
+            continue
+        policy = policies[other.service]
+        buffer = timedelta(minutes=policy.travel_buffer_minutes)
+        if not (other.start - buffer < taken.end and taken.start < other.end + buffer):
+            continue
+        if other.close_offer_taken_elsewhere(carer_id, now):
+            closed += 1
+            offer_next(uow, other, policy, now, dispatcher_phone)
+    return closed
 
 
 def rescind_open_offers(uow: UnitOfWork, request: Request, now: datetime, reason: str) -> int:
