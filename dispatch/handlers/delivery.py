@@ -95,6 +95,20 @@ class _Claim:
     validity_s: int | None
     attempts: int
     created_at: datetime
+    kind: str = ""
+
+
+# Which SMS of a batch go first when the provider takes one a second: news that stops
+# someone acting on what is no longer true (an offer closed, a job cancelled), then the
+# answers people are waiting for; offers and the rest after.
+URGENT_KINDS = frozenset({"offer_rescinded", "job_cancelled", "carer_withdrew",
+                          "dispatcher_escalation"})
+AWAITED_KINDS = frozenset({"assigned", "cancelled", "escalated", "request_received",
+                           "accepted_ack", "job_address"})
+
+
+def _priority(claim: _Claim) -> int:
+    return 0 if claim.kind in URGENT_KINDS else 1 if claim.kind in AWAITED_KINDS else 2
 
 
 def deliver_notifications(cmd: c.DeliverNotifications, uow: UnitOfWork, clock: Clock,
@@ -127,7 +141,7 @@ def deliver_notifications(cmd: c.DeliverNotifications, uow: UnitOfWork, clock: C
                 assert note.body is not None
                 to_send.append(_Claim(note.id, note.recipient, note.body,
                                       _validity_left(note, now), note.attempts,
-                                      note.created_at))
+                                      note.created_at, note.kind))
             else:
                 outcomes[note.id] = outcome
         if not settled:
@@ -176,8 +190,9 @@ def _send_and_settle(to_send: list[_Claim], outcomes: dict[str, str], uow: UnitO
 def _send_all(sms: SmsSender, claims: list[_Claim], pool: Executor | None
               ) -> list[tuple[_Claim, Any]]:
     """Each claim with what the gateway answered, or the exception it raised. Different
-    people's SMS go side by side; one person's go one after another, oldest first, so a
-    parent never reads "assigned" before "received"."""
+    people's SMS go side by side, the most urgent people's first (`_priority`); one
+    person's go one after another, oldest first, so a parent never reads "assigned" before
+    "received"."""
     def send(claim: _Claim) -> Any:
         try:
             return sms.send(claim.recipient, claim.body, validity_period=claim.validity_s)
@@ -190,9 +205,11 @@ def _send_all(sms: SmsSender, claims: list[_Claim], pool: Executor | None
     by_recipient: dict[str, list[_Claim]] = {}
     for claim in claims:
         by_recipient.setdefault(claim.recipient, []).append(claim)
-    if pool is None or len(by_recipient) < 2:
-        return [pair for turn in by_recipient.values() for pair in send_in_turn(turn)]
-    return [pair for result in pool.map(send_in_turn, by_recipient.values()) for pair in result]
+    turns = sorted(by_recipient.values(),
+                   key=lambda turn: (min(map(_priority, turn)), min(c.created_at for c in turn)))
+    if pool is None or len(turns) < 2:
+        return [pair for turn in turns for pair in send_in_turn(turn)]
+    return [pair for result in pool.map(send_in_turn, turns) for pair in result]
 
 
 def _claim(note: Notification, now: datetime, closed: str | None, opted_out: bool,

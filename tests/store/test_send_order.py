@@ -55,3 +55,32 @@ def test_one_persons_sms_keep_their_order_in_a_parallel_batch(db_url: str) -> No
     # The other person did not wait behind the slow one.
     assert gateway.finished[0] == (other, "x")
     assert len(gateway.threads) == 2
+
+
+class InOrder:
+    name = "in-order"
+
+    def __init__(self) -> None:
+        self.sent: list[str] = []
+
+    def send(self, to: str, body: str, *, validity_period: int | None = None) -> SentSms:
+        self.sent.append(body)
+        return SentSms(sid=f"SM{len(self.sent):032d}", status="queued")
+
+
+def test_news_that_changes_plans_goes_first_then_what_people_wait_for(db_url: str) -> None:
+    """One at a time (as behind the provider's 1 SMS/s): a cancelled job, then the
+    parent's "assigned", then new offers, whatever order they were queued in."""
+    gateway = InOrder()
+    bus = bootstrap(make_engine(db_url), load_policies(), sms=gateway, clock=Clock())
+    rows = [("+821055550001", "offer", "new offer"),
+            ("+821011112222", "assigned", "assigned"),
+            ("+821055550002", "job_cancelled", "cancelled")]
+    with make_engine(db_url).begin() as conn:
+        for i, (to, kind, body) in enumerate(rows):
+            conn.execute(insert(orm.notifications).values(
+                id=f"p{i}", event_id=f"pe{i}", recipient=to, kind=kind, params={},
+                lang="ko", status="pending", attempts=0, body=body,
+                created_at=NOW - timedelta(minutes=1) + timedelta(seconds=i)))
+    bus.handle(c.DeliverNotifications(notification_ids=("p0", "p1", "p2")))
+    assert gateway.sent == ["cancelled", "assigned", "new offer"]
