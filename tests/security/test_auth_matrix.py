@@ -188,6 +188,30 @@ def test_a_session_cookie_carries_its_role_not_more(client: TestClient, app: Fas
         assert own.get("/v1/requests").status_code == 401
 
 
+def test_a_session_lasts_one_shift_whatever_the_browser_keeps(app: FastAPI) -> None:
+    """A signed cookie older than 12 h (or dated ahead) is refused: copied off a shared
+    console PC, it stops working when the shift ends."""
+    import time
+
+    from api.session import MAX_AGE_S, cookie_value
+    from dispatch.handlers import hash_token
+
+    raw = token(app, D, "console-shift")["Authorization"].removeprefix("Bearer ")
+    with TestClient(app) as own:
+        assert own.post("/v1/session", json={"token": raw}).status_code == 200
+        token_id, issued, _ = own.cookies["dolbom_session"].split(".")
+        assert abs(int(issued) - time.time()) < 60
+        assert own.get("/v1/carers").status_code == 200
+        secret = app.state.session_secret
+        for age, answer in ((MAX_AGE_S - 60, 200), (MAX_AGE_S + 1, 401), (-3600, 401)):
+            signed = cookie_value(secret, token_id, hash_token(raw), int(time.time()) - age)
+            own.cookies.set("dolbom_session", signed)
+            assert own.get("/v1/carers").status_code == answer, age
+        # The old two-part form (no issue time) is not accepted either.
+        own.cookies.set("dolbom_session", f"{token_id}.{'0' * 64}")
+        assert own.get("/v1/carers").status_code == 401
+
+
 # -- intake sees only what it created ----------------------------------------------------------
 
 def _family(client: TestClient, headers: dict[str, str], phone: str) -> dict[str, Any]:
