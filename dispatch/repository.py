@@ -41,7 +41,8 @@ class Requests:
     def add(self, request: Request) -> None:
         self.session.add(request)
 
-    def get(self, request_id: str, *, for_update: bool = False) -> Request | None:
+    def get(self, request_id: str, *, for_update: bool = False,
+            skip_locked: bool = False) -> Request | None:
         stmt = select(Request).where(orm.requests.c.id == request_id).options(
             selectinload(Request.offers),  # type: ignore[misc,arg-type]
             selectinload(Request.assignments),  # type: ignore[misc,arg-type]
@@ -51,8 +52,10 @@ class Requests:
             # already holds the database write lock (BEGIN IMMEDIATE).
             # populate_existing: the lock may have waited for another transaction's
             # commit, and what this session loaded before it is stale by now.
-            stmt = stmt.with_for_update(of=orm.requests).execution_options(
-                populate_existing=True)
+            # skip_locked: None when another transaction holds the row (PostgreSQL), for
+            # best-effort work that must not wait on, and deadlock with, its owner.
+            stmt = stmt.with_for_update(of=orm.requests, skip_locked=skip_locked
+                                        ).execution_options(populate_existing=True)
         return self.session.scalars(stmt).first()
 
     def by_idempotency_key(self, key: str) -> Request | None:

@@ -206,7 +206,10 @@ def close_overlapping_offers(uow: UnitOfWork, carer_id: str, taken: Request,
     for offer, _ in uow.carers.open_offers(carer_id, now):
         if offer.request_id == taken.id:
             continue
-        other = uow.requests.get(offer.request_id, for_update=True)
+        # Skipped if another transaction holds it: this carer saying YES to it at the same
+        # moment would deadlock with us (each waiting on the other's assignment), and whoever
+        # holds it will settle the offer, or it runs out as before.
+        other = uow.requests.get(offer.request_id, for_update=True, skip_locked=True)
         if other is None or other.status not in ACCEPTING_STATUSES:
             continue
         policy = policies[other.service]
