@@ -77,6 +77,7 @@ _REFUSALS = {
     "age_out_of_range": "아이의 나이가 {label} 이용 대상이 아닙니다.",
     "health_consent_required": "{topic} 건강정보 이용 동의가 있어야 신청할 수 있습니다.",
     "lead_time": "선택하신 시간은 {label} 예약 가능 시간이 아닙니다.",
+    "duplicate_request": "이 아이는 그 시간에 이미 접수된 신청이 있습니다.",
     "duration_out_of_range": "선택하신 이용 시간은 {label}에서 받을 수 없습니다.",
 }
 

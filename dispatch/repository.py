@@ -80,6 +80,13 @@ class Requests:
             stmt = stmt.where(r.service.in_(list(services)))
         return list(self.session.scalars(stmt.order_by(r.start, r.id).limit(limit)))
 
+    def open_for_child(self, child_id: str, start: datetime, end: datetime) -> Request | None:
+        """An open request of this child that overlaps [start, end), if there is one."""
+        r = orm.requests.c
+        return self.session.scalars(select(Request).where(
+            r.child_id == child_id, r.open_code.is_not(None), r.start < end, r.end > start)
+            .order_by(r.start).limit(1)).first()
+
     def open_for_family(self, family_id: str) -> list[Request]:
         return list(self.session.scalars(
             select(Request).where(orm.requests.c.family_id == family_id,

@@ -238,6 +238,9 @@ class SmsIntake:
             # Refused now rather than after the parent's 네 (store_request checks it too).
             return Ineligible("a disability is health data: consent.health_data needed",
                               code="health_consent_required")
+        if self.uow.requests.open_for_child(child.id, start, end) is not None:
+            return Ineligible("the child already has an open request then",
+                              code="duplicate_request")
         return None
 
     def _label(self, policy: ServicePolicy) -> str:

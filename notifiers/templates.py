@@ -264,6 +264,7 @@ _REFUSAL_REASONS: Final[Mapping[str, Mapping[str, str]]] = {
         "health_consent_required": "건강정보 이용 동의가 필요해요.",
         "unknown_service": "문자로는 신청할 수 없는 서비스예요.",
         "outside_service_hours": "운영 시간이 아니에요.",
+        "duplicate_request": "그 시간에 이미 신청된 돌봄이 있어요.",
     },
     EN: {
         "age_out_of_range": "the child's age is not covered by this service.",
@@ -273,6 +274,7 @@ _REFUSAL_REASONS: Final[Mapping[str, Mapping[str, str]]] = {
         "health_consent_required": "we need your consent to use health data.",
         "unknown_service": "this service can't be booked by text.",
         "outside_service_hours": "that is outside the service hours.",
+        "duplicate_request": "the child already has care booked at that time.",
     },
 }
 _REFUSAL_DEFAULT: Final[Mapping[str, str]] = {

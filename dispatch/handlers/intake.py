@@ -55,6 +55,13 @@ def store_request(uow: UnitOfWork, cmd: c.SubmitRequest, policy: ServicePolicy,
     # channel (API, SMS, phone), including a family registered before this check existed.
     if child.disability and not family.consent_health_data:
         raise Ineligible(HEALTH_CONSENT_MESSAGE, code="health_consent_required")
+    # A double tap, an SMS sent twice, a call after a web request: a child is cared for in
+    # one place at a time, and two requests would send two carers.
+    twin = uow.requests.open_for_child(child.id, cmd.start, cmd.end)
+    if twin is not None:
+        raise Ineligible(f"this child already has request {twin.code} ({twin.status}) at an "
+                         "overlapping time; cancel it first, or retry with the same "
+                         "Idempotency-Key to get it back", code="duplicate_request")
     location = dict(cmd.location)
     location.setdefault("district", family.district)
     taken = uow.requests.open_codes()

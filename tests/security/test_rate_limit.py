@@ -143,17 +143,19 @@ def test_families_per_token_429_with_retry_after_and_nothing_stored(
 def test_requests_have_their_own_budget_per_token(app: FastAPI, client: TestClient) -> None:
     intake = token(app, "intake", "web")
     family = client.post("/v1/families", json=_family(0), headers=intake).json()
-    body = {"service": "hospital", "family_id": family["id"],
-            "child_id": family["children"][0]["id"],
-            "start": "2030-01-02T10:00:00+09:00", "end": "2030-01-02T13:00:00+09:00",
-            "location": {"hospital": "전남대병원", "ward": "5층"}}
-    answers = [client.post("/v1/requests", json=body, headers={**intake, "Idempotency-Key": f"k{i}"})
-               for i in range(4)]
+    def body(day: int) -> dict[str, object]:  # one child, so a day each: no overlap
+        return {"service": "hospital", "family_id": family["id"],
+                "child_id": family["children"][0]["id"],
+                "start": f"2030-01-{day:02d}T10:00:00+09:00",
+                "end": f"2030-01-{day:02d}T13:00:00+09:00",
+                "location": {"hospital": "전남대병원", "ward": "5층"}}
+    answers = [client.post("/v1/requests", json=body(2 + i),
+                           headers={**intake, "Idempotency-Key": f"k{i}"}) for i in range(4)]
     assert [a.status_code for a in answers[:3]] == [202, 202, 202], answers[0].text
     _assert_rate_limited(answers[3])
     assert _count(app, orm.requests) == 3
     # A dispatcher's token is a different key.
-    assert client.post("/v1/requests", json=body, headers=token(app, "dispatcher")
+    assert client.post("/v1/requests", json=body(20), headers=token(app, "dispatcher")
                        ).status_code == 202
 
 

@@ -150,7 +150,9 @@ def test_database_refuses_overlapping_assignments_and_two_active_per_request(db_
     carer = add_carers(bus, 1)[0]
     family = add_family(bus)
     r1, _ = bus.handle(hospital_request(family))
-    r2, _ = bus.handle(hospital_request(family, start=NOW + timedelta(hours=3)))
+    # Another child (one child's overlapping requests are refused at intake).
+    r2, _ = bus.handle(hospital_request(add_family(bus, phone="+821099990001"),
+                                        start=NOW + timedelta(hours=3)))
     engine = make_engine(db_url)
     row = {"carer_id": carer.id, "active": True, "created_at": NOW}
     with engine.begin() as conn:
