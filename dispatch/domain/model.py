@@ -270,21 +270,21 @@ class Request:
     def close_offer_taken_elsewhere(self, carer_id: str, now: datetime) -> bool:
         """The carer took another job at the same time: their offer here can't be accepted
         any more, so it is closed now instead of waiting out its answer window."""
-        offer = self.open_offer_for(carer_id)
-        if offer is None:
-            return False
-        offer.status = OfferStatus.RESCINDED
-        offer.answered_at = now
-        self.record(now, "offer_closed_busy", Actor.SYSTEM, {"carer_id": carer_id})
-        return True
+        return self._close_offer(carer_id, now, OfferStatus.RESCINDED, "offer_closed_busy",
+                                 Actor.SYSTEM)
 
     def decline(self, carer_id: str, now: datetime) -> bool:
+        return self._close_offer(carer_id, now, OfferStatus.DECLINED, "offer_declined",
+                                 Actor.CARER)
+
+    def _close_offer(self, carer_id: str, now: datetime, status: OfferStatus, entry: str,
+                     actor: Actor) -> bool:
         offer = self.open_offer_for(carer_id)
         if offer is None:
             return False
-        offer.status = OfferStatus.DECLINED
+        offer.status = status
         offer.answered_at = now
-        self.record(now, "offer_declined", Actor.CARER, {"carer_id": carer_id})
+        self.record(now, entry, actor, {"carer_id": carer_id})
         return True
 
     def expire_offers(self, now: datetime) -> list[Offer]:
