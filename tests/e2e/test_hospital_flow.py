@@ -172,8 +172,13 @@ def test_escalation_and_a_dispatcher_override(system: Running) -> None:
     timeline = system.get_request(created["id"])["timeline"]
     assert [e["type"] for e in timeline].count("dispatcher_assigned") == 1
     # The carer is now busy in that window: a second override for an overlapping request
-    # is refused.
-    second = system.request(r.json(), day_offset=5)
+    # (another family's: one child can't have two) is refused.
+    other = system.post("/v1/families", {
+        "guardian": {"name": "정보호", "phone": "010-7777-0502"}, "district": "북구",
+        "children": [{"name": "정아이", "birth_date": "2018-09-09"}],
+        "consent": {"child_data": True, "health_data": True}})
+    assert other.status_code == 201, other.text
+    second = system.request(other.json(), day_offset=5)
     system.wait_status(second["id"], "escalated")
     busy = system.post(f"/v1/requests/{second['id']}/assign", {"carer_id": carer["id"]})
     assert busy.status_code == 409 and busy.json()["code"] == "carer_busy"
