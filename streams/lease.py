@@ -56,7 +56,10 @@ def process_start(pid: int) -> int | None:
     return int(fields[19])
 
 
-def process_alive(pid: int, started: int | None) -> bool:
+def process_alive(pid: int, started: int | None = None) -> bool:
+    """Whether `pid` runs (and, given `started`, is still the process that started then).
+    A zombie counts as dead: an orphan reparented to a PID 1 that does not reap lingers as
+    one, and os.kill(pid, 0) would still succeed."""
     if started is not None:
         return process_start(pid) == started
     try:
@@ -65,7 +68,7 @@ def process_alive(pid: int, started: int | None) -> bool:
         return False
     except PermissionError:
         return True
-    return True
+    return process_start(pid) is not None if Path("/proc/self/stat").exists() else True
 
 
 class SenderLease(LocalClaims):

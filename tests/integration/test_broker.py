@@ -20,26 +20,9 @@ from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
 from infra.broker import EmbeddedBroker, free_port, wait_for_kafka
 from infra.topics import describe, ensure_topics
 from schemas.topics import CATALOGUE, Topic
+from streams.lease import process_alive
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-
-
-def process_alive(pid: int) -> bool:
-    """True if ``pid`` runs; a zombie counts as dead, since an orphan reparented to a
-    non-reaping PID 1 lingers as one and os.kill(pid, 0) would still succeed."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
-        return False
-    # The state field follows the parenthesised command name, which may hold spaces.
-    state = stat.rsplit(")", 1)[1].split()[0]
-    return state not in ("Z", "X")
 
 
 def wait_until_dead(pid: int, timeout: float) -> bool:

@@ -49,6 +49,16 @@ def _outbox(url: str) -> list[dict[str, object]]:
             select(o.event_id, o.type, o.created_at, o.published_at).order_by(o.id)).mappings()]
 
 
+def _matched(bus: Any) -> tuple[Any, list[str]]:
+    """Four carers, a hospital request, matching handled: the request and the ids of the
+    SMS it queued (committed, not sent)."""
+    add_carers(bus, 4)
+    request, _ = bus.handle(hospital_request(add_family(bus)))
+    _, queued = handle_collecting_sms(bus, c.StartMatching(request_id=request.id,
+                                                           event_id="e-1"))
+    return request, queued
+
+
 def test_offers_go_out_with_the_matching_and_write_no_messages(db_url: str) -> None:
     gateway = SlowGateway()
     bus = make_bus(db_url, sms=gateway)
@@ -83,11 +93,8 @@ def test_sms_of_a_worker_that_died_before_sending_go_out_with_the_sweep(db_url: 
     clock = Clock(NOW)
     gateway = SlowGateway()
     bus = make_bus(db_url, clock, sms=gateway)
-    add_carers(bus, 4)
-    request, _ = bus.handle(hospital_request(add_family(bus)))
     # Committed with their offers, never sent: the process died right after the commit.
-    _, queued = handle_collecting_sms(bus, c.StartMatching(request_id=request.id,
-                                                           event_id="e-1"))
+    request, queued = _matched(bus)
     assert len(queued) == 3 and gateway.sent == []
     assert bus.handle(c.SweepNotifications())["retried"] == 0  # not given up on yet
     clock.now += timedelta(seconds=NEVER_NUDGED_S + 1)
@@ -101,10 +108,7 @@ def test_one_transaction_claims_the_sms_of_a_matching_and_one_records_them_sent(
         db_url: str) -> None:
     gateway = SlowGateway()
     bus = make_bus(db_url, sms=gateway)
-    add_carers(bus, 4)
-    request, _ = bus.handle(hospital_request(add_family(bus)))
-    _, queued = handle_collecting_sms(bus, c.StartMatching(request_id=request.id,
-                                                           event_id="e-1"))
+    request, queued = _matched(bus)
     engine = bus.uow_factory()._session_factory.kw["bind"]
     commits: list[int] = []
     event.listen(engine, "commit", lambda conn: commits.append(1))
@@ -184,10 +188,7 @@ def test_the_sender_sends_what_queued_meanwhile_as_one_batch(db_url: str) -> Non
 
     gateway = Gate(delay_s=0.3)
     bus = make_bus(db_url, sms=gateway)
-    add_carers(bus, 4)
-    request, _ = bus.handle(hospital_request(add_family(bus)))
-    _, offers = handle_collecting_sms(bus, c.StartMatching(request_id=request.id,
-                                                           event_id="e-1"))
+    request, offers = _matched(bus)
     counting = CountingBus(bus)
     sender = Sender(counting)  # type: ignore[arg-type]
     sender.submit(offers[:1])
@@ -222,10 +223,7 @@ def test_a_batch_is_handed_to_the_gateway_several_at_a_time(db_url: str) -> None
     gateway = Overlapping(delay_s=0.2)
     bus = bootstrap(make_engine(db_url), load_policies(), sms=gateway,
                     templates=templates.render, clock=Clock(NOW), sms_threads=4)
-    add_carers(bus, 4)
-    request, _ = bus.handle(hospital_request(add_family(bus)))
-    _, offers = handle_collecting_sms(bus, c.StartMatching(request_id=request.id,
-                                                           event_id="e-1"))
+    request, offers = _matched(bus)
     outcomes = bus.handle(c.DeliverNotifications(notification_ids=tuple(offers)))
     assert outcomes == dict.fromkeys(offers, "sent") and len(gateway.sent) == 3
     assert gateway.most == 3
@@ -234,10 +232,7 @@ def test_a_batch_is_handed_to_the_gateway_several_at_a_time(db_url: str) -> None
 def test_an_sms_that_cannot_be_written_fails_alone(db_url: str) -> None:
     gateway = SlowGateway()
     bus = make_bus(db_url, sms=gateway)
-    add_carers(bus, 4)
-    request, _ = bus.handle(hospital_request(add_family(bus)))
-    _, offers = handle_collecting_sms(bus, c.StartMatching(request_id=request.id,
-                                                           event_id="e-1"))
+    request, offers = _matched(bus)
     with bus.uow_factory() as uow:  # a kind no template knows: a bug, in the same batch
         broken = uow.notify(event_id="e-broken", recipient="+821011112222",
                             kind="no_such_template", params={}, now=NOW)
